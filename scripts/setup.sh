@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# One-command setup on a fresh Debian 12 machine: install every dependency with apt, configure, build.
+# Usage: ./scripts/setup.sh [extra cmake args...]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+
+PACKAGES=(
+  # toolchain
+  build-essential cmake ninja-build pkg-config git clang libclang-rt-14-dev
+  # libraries
+  libgtest-dev libgmock-dev libbenchmark-dev nlohmann-json3-dev libfmt-dev libspdlog-dev
+  libpugixml-dev libcli11-dev zlib1g-dev libzstd-dev liburing-dev libseccomp-dev
+  # tests: python runner, the real qemu-img/qemu-io as the interop oracle, QEMU for side-by-side runs,
+  # a real Debian kernel (bzImage parser tests), network namespaces and taps
+  python3 python3-pytest qemu-utils qemu-system-x86 linux-image-cloud-amd64 iproute2 fio procps
+)
+
+if [ "${VIREO_SKIP_APT:-0}" != "1" ]; then
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get update -qq
+  $SUDO apt-get install -y -qq --no-install-recommends "${PACKAGES[@]}"
+fi
+
+cmake -S . -B build -G Ninja "$@"
+cmake --build build -j"$(nproc)"
+echo "setup: build complete in build/"
