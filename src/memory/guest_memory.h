@@ -94,6 +94,7 @@ class GuestMemory {
   uint64_t total_ = 0;
   uint64_t page_size_ = 4096;
   std::vector<MemoryRegion> regions_;
+  uint8_t* base_ = nullptr;  // one mapping of the whole memfd; regions point into it
 };
 
 }  // namespace vireo

@@ -1,0 +1,68 @@
+// vireod: the Vireo management daemon (see daemon.h, docs/management.md).
+#include <signal.h>
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+
+#include "common/error.h"
+#include "daemon/daemon.h"
+#include "daemon/monitor.h"
+
+int main(int argc, char** argv) {
+  if (argc >= 2 && std::strcmp(argv[1], "--vmm-monitor") == 0) return vireo::daemon::monitor_main(argc, argv);
+
+  vireo::daemon::Options o;
+  std::string mode = "0660";
+  int start_timeout = 30, stop_timeout = 10;
+  bool no_autostart = false;
+  CLI::App app{"vireod: the Vireo management daemon"};
+  app.add_option("--root", o.root, "relocate /etc/vireo, /var/lib/vireo and /run/vireo under DIR (default: $VIREO_ROOT)");
+  app.add_option("--vmm", o.vmm, "vireo-vmm binary (default: $VIREO_VMM, else vireo-vmm next to vireod)");
+  app.add_option("--group", o.group, "also allow members of this group to connect");
+  app.add_option("--socket-mode", mode, "permissions of the API socket (octal, default 0660)");
+  app.add_option("--start-timeout", start_timeout, "seconds to wait for a VMM's control socket (default 30)");
+  app.add_option("--stop-timeout", stop_timeout, "seconds between SIGTERM and SIGKILL on destroy (default 10)");
+  app.add_flag("--no-autostart", no_autostart, "do not start autostart domains");
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  }
+  try {
+    if (o.root.empty()) {
+      if (const char* r = std::getenv("VIREO_ROOT")) o.root = r;
+    }
+    char self[4096];
+    ssize_t n = ::readlink("/proc/self/exe", self, sizeof self - 1);
+    if (n <= 0) vireo::throw_errno("readlink /proc/self/exe");
+    self[n] = 0;
+    o.self_exe = self;
+    if (o.vmm.empty()) {
+      if (const char* v = std::getenv("VIREO_VMM")) o.vmm = v;
+    }
+    if (o.vmm.empty()) {
+      std::string dir = o.self_exe.substr(0, o.self_exe.rfind('/'));
+      o.vmm = dir + "/vireo-vmm";
+    }
+    char* end = nullptr;
+    unsigned long m = std::strtoul(mode.c_str(), &end, 8);
+    if (mode.empty() || *end || m > 0777) vireo::fail("--socket-mode: invalid mode '{}'", mode);
+    o.socket_mode = static_cast<mode_t>(m);
+    if (start_timeout <= 0 || stop_timeout <= 0) vireo::fail("timeouts must be positive");
+    o.start_timeout_ms = start_timeout * 1000;
+    o.stop_timeout_ms = stop_timeout * 1000;
+    o.autostart = !no_autostart;
+    signal(SIGPIPE, SIG_IGN);
+    signal(SIGCHLD, SIG_IGN);  // monitors are reaped automatically; their exits are seen through pidfds
+    vireo::daemon::Daemon d(o);
+    int rc = d.run();
+    std::fflush(nullptr);
+    _exit(rc);  // connection/watch threads are detached; do not run static destructors under them
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "vireod: error: %s\n", e.what());
+    return 1;
+  }
+}

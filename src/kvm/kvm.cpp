@@ -1,0 +1,434 @@
+#include "kvm/kvm.h"
+
+#include <fcntl.h>
+#include <fmt/format.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+
+#include <cerrno>
+#include <cstring>
+#include <memory>
+
+#include "common/error.h"
+
+namespace vireo::kvm {
+
+namespace {
+
+template <typename T>
+int xioctl(int fd, unsigned long req, T arg) {
+  int r;
+  do {
+    r = ::ioctl(fd, req, arg);
+  } while (r < 0 && errno == EINTR);
+  return r;
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------------------------
+// KvmSystem
+
+KvmSystem::KvmSystem(const std::string& path) : path_(path) {
+  fd_.reset(::open(path.c_str(), O_RDWR | O_CLOEXEC));
+  if (!fd_) {
+    const int err = errno;
+    if (err == ENOENT) throw Error(path + " missing (is the kvm module loaded?)", err);
+    if (err == EACCES || err == EPERM) throw Error(path + ": permission denied (add the user to group kvm)", err);
+    throw_errno("open " + path, err);
+  }
+  const int v = ::ioctl(fd_.get(), KVM_GET_API_VERSION, 0);
+  if (v < 0) throw_errno(path + ": KVM_GET_API_VERSION");
+  if (v != kRequiredApiVersion) fail("KVM API {} required, found {}", kRequiredApiVersion, v);
+}
+
+int KvmSystem::check_extension(long cap) const {
+  const int r = ::ioctl(fd_.get(), KVM_CHECK_EXTENSION, cap);
+  return r < 0 ? 0 : r;
+}
+
+uint32_t KvmSystem::max_vcpus() const {
+  if (int n = check_extension(KVM_CAP_MAX_VCPUS); n > 0) return static_cast<uint32_t>(n);
+  if (int n = check_extension(KVM_CAP_NR_VCPUS); n > 0) return static_cast<uint32_t>(n);
+  return 4;
+}
+
+size_t KvmSystem::vcpu_mmap_size() const {
+  const int r = ::ioctl(fd_.get(), KVM_GET_VCPU_MMAP_SIZE, 0);
+  if (r <= 0) throw_errno("KVM_GET_VCPU_MMAP_SIZE");
+  return static_cast<size_t>(r);
+}
+
+std::vector<kvm_cpuid_entry2> KvmSystem::supported_cpuid() const {
+  for (uint32_t n = 128; n <= 4096; n *= 2) {
+    const size_t bytes = sizeof(kvm_cpuid2) + n * sizeof(kvm_cpuid_entry2);
+    auto buf = std::make_unique<uint64_t[]>((bytes + 7) / 8);
+    auto* c = reinterpret_cast<kvm_cpuid2*>(buf.get());
+    std::memset(c, 0, bytes);
+    c->nent = n;
+    if (::ioctl(fd_.get(), KVM_GET_SUPPORTED_CPUID, c) == 0)
+      return std::vector<kvm_cpuid_entry2>(c->entries, c->entries + c->nent);
+    if (errno != E2BIG) throw_errno("KVM_GET_SUPPORTED_CPUID");
+  }
+  fail("KVM_GET_SUPPORTED_CPUID: more than 4096 entries");
+}
+
+std::vector<uint32_t> KvmSystem::msr_index_list() const {
+  kvm_msr_list probe{};
+  probe.nmsrs = 0;
+  if (::ioctl(fd_.get(), KVM_GET_MSR_INDEX_LIST, &probe) < 0 && errno != E2BIG)
+    throw_errno("KVM_GET_MSR_INDEX_LIST");
+  const uint32_t n = probe.nmsrs;
+  auto buf = std::make_unique<uint32_t[]>(n + 1);
+  auto* l = reinterpret_cast<kvm_msr_list*>(buf.get());
+  l->nmsrs = n;
+  if (::ioctl(fd_.get(), KVM_GET_MSR_INDEX_LIST, l) < 0) throw_errno("KVM_GET_MSR_INDEX_LIST");
+  return std::vector<uint32_t>(l->indices, l->indices + l->nmsrs);
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Vm
+
+Vm::Vm(const KvmSystem& sys) : sys_(sys) {
+  int fd;
+  do {
+    fd = ::ioctl(sys.fd(), KVM_CREATE_VM, 0);
+  } while (fd < 0 && errno == EINTR);
+  if (fd < 0) throw_errno("KVM_CREATE_VM");
+  fd_.reset(fd);
+  if (int n = check_extension(KVM_CAP_IRQ_ROUTING); n > 0) {
+    // KVM_CAP_IRQ_ROUTING reports the maximum number of GSI routes.
+    max_gsi_ = static_cast<uint32_t>(n);
+  }
+}
+
+int Vm::check_extension(long cap) const {
+  int r = ::ioctl(fd_.get(), KVM_CHECK_EXTENSION, cap);
+  if (r < 0) r = sys_.check_extension(cap);
+  return r < 0 ? 0 : r;
+}
+
+void Vm::set_memory_region(uint32_t slot, uint64_t gpa, uint64_t size, void* host, uint32_t flags) {
+  kvm_userspace_memory_region r{};
+  r.slot = slot;
+  r.flags = flags;
+  r.guest_phys_addr = gpa;
+  r.memory_size = size;
+  r.userspace_addr = reinterpret_cast<uint64_t>(host);
+  if (xioctl(fd_.get(), KVM_SET_USER_MEMORY_REGION, &r) < 0)
+    throw_errno(fmt::format("KVM_SET_USER_MEMORY_REGION slot {} at 0x{:x}+0x{:x}", slot, gpa, size));
+}
+
+void Vm::set_tss_and_identity_map(uint64_t tss_addr, uint64_t identity_map) {
+  if (check_extension(KVM_CAP_SET_IDENTITY_MAP_ADDR) > 0) {
+    uint64_t a = identity_map;
+    if (xioctl(fd_.get(), KVM_SET_IDENTITY_MAP_ADDR, &a) < 0) throw_errno("KVM_SET_IDENTITY_MAP_ADDR");
+  }
+  if (check_extension(KVM_CAP_SET_TSS_ADDR) > 0) {
+    if (xioctl(fd_.get(), KVM_SET_TSS_ADDR, static_cast<unsigned long>(tss_addr)) < 0)
+      throw_errno("KVM_SET_TSS_ADDR");
+  }
+}
+
+void Vm::create_irqchip() {
+  if (check_extension(KVM_CAP_IRQCHIP) <= 0) fail("KVM_CREATE_IRQCHIP: KVM lacks KVM_CAP_IRQCHIP");
+  if (xioctl(fd_.get(), KVM_CREATE_IRQCHIP, 0) < 0) throw_errno("KVM_CREATE_IRQCHIP");
+  irqchip_ = true;
+}
+
+void Vm::create_pit() {
+  if (check_extension(KVM_CAP_PIT2) <= 0) fail("KVM_CREATE_PIT2: KVM lacks KVM_CAP_PIT2");
+  kvm_pit_config cfg{};
+  cfg.flags = KVM_PIT_SPEAKER_DUMMY;
+  if (xioctl(fd_.get(), KVM_CREATE_PIT2, &cfg) < 0) throw_errno("KVM_CREATE_PIT2");
+}
+
+void Vm::set_irq_line(uint32_t gsi, bool level) {
+  kvm_irq_level l{};
+  l.irq = gsi;
+  l.level = level ? 1 : 0;
+  if (xioctl(fd_.get(), KVM_IRQ_LINE, &l) < 0) throw_errno(fmt::format("KVM_IRQ_LINE {}", gsi));
+}
+
+void Vm::add_irqfd(uint32_t gsi, int fd, int resample_fd) {
+  kvm_irqfd f{};
+  f.fd = static_cast<uint32_t>(fd);
+  f.gsi = gsi;
+  if (resample_fd >= 0) {
+    f.flags = KVM_IRQFD_FLAG_RESAMPLE;
+    f.resamplefd = static_cast<uint32_t>(resample_fd);
+  }
+  if (xioctl(fd_.get(), KVM_IRQFD, &f) < 0) throw_errno(fmt::format("KVM_IRQFD gsi {}", gsi));
+}
+
+void Vm::remove_irqfd(uint32_t gsi, int fd) {
+  kvm_irqfd f{};
+  f.fd = static_cast<uint32_t>(fd);
+  f.gsi = gsi;
+  f.flags = KVM_IRQFD_FLAG_DEASSIGN;
+  if (xioctl(fd_.get(), KVM_IRQFD, &f) < 0) throw_errno(fmt::format("KVM_IRQFD deassign gsi {}", gsi));
+}
+
+namespace {
+kvm_ioeventfd make_ioeventfd(IoSpace space, uint64_t addr, uint32_t len, std::optional<uint64_t> datamatch, int fd) {
+  kvm_ioeventfd e{};
+  e.addr = addr;
+  e.len = len;
+  e.fd = fd;
+  if (space == IoSpace::Pio) e.flags |= KVM_IOEVENTFD_FLAG_PIO;
+  if (datamatch) {
+    e.flags |= KVM_IOEVENTFD_FLAG_DATAMATCH;
+    e.datamatch = *datamatch;
+  }
+  return e;
+}
+}  // namespace
+
+void Vm::add_ioeventfd(IoSpace space, uint64_t addr, uint32_t len, std::optional<uint64_t> datamatch, int fd) {
+  if (space == IoSpace::Pio && (len == 0 || len > 4)) fail("KVM_IOEVENTFD: PIO length {} (need 1, 2 or 4)", len);
+  if (len != 0 && len != 1 && len != 2 && len != 4 && len != 8) fail("KVM_IOEVENTFD: length {} (need 0, 1, 2, 4 or 8)", len);
+  if (len == 0 && datamatch) fail("KVM_IOEVENTFD: datamatch needs a length");
+  auto e = make_ioeventfd(space, addr, len, datamatch, fd);
+  if (xioctl(fd_.get(), KVM_IOEVENTFD, &e) < 0)
+    throw_errno(fmt::format("KVM_IOEVENTFD {} 0x{:x}+{}", space == IoSpace::Pio ? "pio" : "mmio", addr, len));
+}
+
+void Vm::remove_ioeventfd(IoSpace space, uint64_t addr, uint32_t len, std::optional<uint64_t> datamatch, int fd) {
+  auto e = make_ioeventfd(space, addr, len, datamatch, fd);
+  e.flags |= KVM_IOEVENTFD_FLAG_DEASSIGN;
+  if (xioctl(fd_.get(), KVM_IOEVENTFD, &e) < 0)
+    throw_errno(fmt::format("KVM_IOEVENTFD deassign 0x{:x}+{}", addr, len));
+}
+
+uint32_t Vm::allocate_gsi() {
+  std::lock_guard lock(mu_);
+  if (next_gsi_ >= max_gsi_) fail("GSI routing: all {} GSIs in use", max_gsi_);
+  return next_gsi_++;
+}
+
+void Vm::set_msi_route(uint32_t gsi, uint64_t address, uint32_t data) {
+  if (gsi < 24) fail("GSI routing: GSI {} belongs to the irqchip", gsi);
+  std::lock_guard lock(mu_);
+  kvm_irq_routing_entry e{};
+  e.gsi = gsi;
+  e.type = KVM_IRQ_ROUTING_MSI;
+  e.u.msi.address_lo = static_cast<uint32_t>(address);
+  e.u.msi.address_hi = static_cast<uint32_t>(address >> 32);
+  e.u.msi.data = data;
+  msi_routes_[gsi] = e;
+  commit_routes();
+}
+
+void Vm::remove_route(uint32_t gsi) {
+  std::lock_guard lock(mu_);
+  if (msi_routes_.erase(gsi)) commit_routes();
+}
+
+void Vm::commit_routes() {
+  std::vector<kvm_irq_routing_entry> entries;
+  if (irqchip_) {
+    // KVM's default table: GSI 0-15 go to the PIC (master 0-7, slave 8-15) and the IOAPIC pin of the same
+    // number; 16-23 to the IOAPIC only. KVM_SET_GSI_ROUTING replaces everything, so restate it.
+    for (uint32_t i = 0; i < 24; ++i) {
+      if (i < 16) {
+        kvm_irq_routing_entry p{};
+        p.gsi = i;
+        p.type = KVM_IRQ_ROUTING_IRQCHIP;
+        p.u.irqchip.irqchip = i < 8 ? KVM_IRQCHIP_PIC_MASTER : KVM_IRQCHIP_PIC_SLAVE;
+        p.u.irqchip.pin = i % 8;
+        entries.push_back(p);
+      }
+      kvm_irq_routing_entry a{};
+      a.gsi = i;
+      a.type = KVM_IRQ_ROUTING_IRQCHIP;
+      a.u.irqchip.irqchip = KVM_IRQCHIP_IOAPIC;
+      a.u.irqchip.pin = i;
+      entries.push_back(a);
+    }
+  }
+  for (auto& [gsi, e] : msi_routes_) entries.push_back(e);
+  const size_t bytes = sizeof(kvm_irq_routing) + entries.size() * sizeof(kvm_irq_routing_entry);
+  auto buf = std::make_unique<uint64_t[]>((bytes + 7) / 8);
+  auto* r = reinterpret_cast<kvm_irq_routing*>(buf.get());
+  std::memset(r, 0, bytes);
+  r->nr = static_cast<uint32_t>(entries.size());
+  std::memcpy(r->entries, entries.data(), entries.size() * sizeof(kvm_irq_routing_entry));
+  if (xioctl(fd_.get(), KVM_SET_GSI_ROUTING, r) < 0) throw_errno("KVM_SET_GSI_ROUTING");
+}
+
+void Vm::signal_msi(uint64_t address, uint32_t data) {
+  kvm_msi m{};
+  m.address_lo = static_cast<uint32_t>(address);
+  m.address_hi = static_cast<uint32_t>(address >> 32);
+  m.data = data;
+  if (xioctl(fd_.get(), KVM_SIGNAL_MSI, &m) < 0) throw_errno("KVM_SIGNAL_MSI");
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Vcpu
+
+Vcpu::Vcpu(const KvmSystem& sys, Vm& vm, uint32_t id) : id_(id) {
+  int fd;
+  do {
+    fd = ::ioctl(vm.fd(), KVM_CREATE_VCPU, static_cast<unsigned long>(id));
+  } while (fd < 0 && errno == EINTR);
+  if (fd < 0) throw_errno(fmt::format("KVM_CREATE_VCPU {}", id));
+  fd_.reset(fd);
+  run_size_ = sys.vcpu_mmap_size();
+  void* p = ::mmap(nullptr, run_size_, PROT_READ | PROT_WRITE, MAP_SHARED, fd_.get(), 0);
+  if (p == MAP_FAILED) throw_errno(fmt::format("vCPU {}: mmap kvm_run", id));
+  run_ = static_cast<kvm_run*>(p);
+}
+
+Vcpu::~Vcpu() {
+  if (run_) ::munmap(run_, run_size_);
+}
+
+bool Vcpu::run() {
+  if (::ioctl(fd_.get(), KVM_RUN, 0) == 0) return true;
+  if (errno == EINTR || errno == EAGAIN) return false;
+  throw_errno(fmt::format("vCPU {}: KVM_RUN", id_));
+}
+
+kvm_regs Vcpu::get_regs() const {
+  kvm_regs r{};
+  if (xioctl(fd_.get(), KVM_GET_REGS, &r) < 0) throw_errno(fmt::format("vCPU {}: KVM_GET_REGS", id_));
+  return r;
+}
+void Vcpu::set_regs(const kvm_regs& r) {
+  if (xioctl(fd_.get(), KVM_SET_REGS, &r) < 0) throw_errno(fmt::format("vCPU {}: KVM_SET_REGS", id_));
+}
+kvm_sregs Vcpu::get_sregs() const {
+  kvm_sregs s{};
+  if (xioctl(fd_.get(), KVM_GET_SREGS, &s) < 0) throw_errno(fmt::format("vCPU {}: KVM_GET_SREGS", id_));
+  return s;
+}
+void Vcpu::set_sregs(const kvm_sregs& s) {
+  if (xioctl(fd_.get(), KVM_SET_SREGS, &s) < 0) throw_errno(fmt::format("vCPU {}: KVM_SET_SREGS", id_));
+}
+kvm_fpu Vcpu::get_fpu() const {
+  kvm_fpu f{};
+  if (xioctl(fd_.get(), KVM_GET_FPU, &f) < 0) throw_errno(fmt::format("vCPU {}: KVM_GET_FPU", id_));
+  return f;
+}
+void Vcpu::set_fpu(const kvm_fpu& f) {
+  if (xioctl(fd_.get(), KVM_SET_FPU, &f) < 0) throw_errno(fmt::format("vCPU {}: KVM_SET_FPU", id_));
+}
+
+void Vcpu::set_cpuid(const std::vector<kvm_cpuid_entry2>& entries) {
+  const size_t bytes = sizeof(kvm_cpuid2) + entries.size() * sizeof(kvm_cpuid_entry2);
+  auto buf = std::make_unique<uint64_t[]>((bytes + 7) / 8);
+  auto* c = reinterpret_cast<kvm_cpuid2*>(buf.get());
+  std::memset(c, 0, bytes);
+  c->nent = static_cast<uint32_t>(entries.size());
+  std::memcpy(c->entries, entries.data(), entries.size() * sizeof(kvm_cpuid_entry2));
+  if (xioctl(fd_.get(), KVM_SET_CPUID2, c) < 0) throw_errno(fmt::format("vCPU {}: KVM_SET_CPUID2", id_));
+}
+
+std::vector<kvm_cpuid_entry2> Vcpu::get_cpuid() const {
+  const uint32_t n = 512;
+  const size_t bytes = sizeof(kvm_cpuid2) + n * sizeof(kvm_cpuid_entry2);
+  auto buf = std::make_unique<uint64_t[]>((bytes + 7) / 8);
+  auto* c = reinterpret_cast<kvm_cpuid2*>(buf.get());
+  std::memset(c, 0, bytes);
+  c->nent = n;
+  if (xioctl(fd_.get(), KVM_GET_CPUID2, c) < 0) throw_errno(fmt::format("vCPU {}: KVM_GET_CPUID2", id_));
+  return std::vector<kvm_cpuid_entry2>(c->entries, c->entries + c->nent);
+}
+
+std::optional<uint64_t> Vcpu::get_msr(uint32_t index) const {
+  uint64_t buf[(sizeof(kvm_msrs) + sizeof(kvm_msr_entry)) / 8 + 1] = {};
+  auto* m = reinterpret_cast<kvm_msrs*>(buf);
+  m->nmsrs = 1;
+  m->entries[0].index = index;
+  const int r = xioctl(fd_.get(), KVM_GET_MSRS, m);
+  if (r < 0) throw_errno(fmt::format("vCPU {}: KVM_GET_MSRS 0x{:x}", id_, index));
+  if (r != 1) return std::nullopt;
+  return m->entries[0].data;
+}
+
+void Vcpu::set_msrs(const std::vector<std::pair<uint32_t, uint64_t>>& msrs) {
+  if (msrs.empty()) return;
+  const size_t bytes = sizeof(kvm_msrs) + msrs.size() * sizeof(kvm_msr_entry);
+  auto buf = std::make_unique<uint64_t[]>((bytes + 7) / 8);
+  auto* m = reinterpret_cast<kvm_msrs*>(buf.get());
+  std::memset(m, 0, bytes);
+  m->nmsrs = static_cast<uint32_t>(msrs.size());
+  for (size_t i = 0; i < msrs.size(); ++i) {
+    m->entries[i].index = msrs[i].first;
+    m->entries[i].data = msrs[i].second;
+  }
+  const int r = xioctl(fd_.get(), KVM_SET_MSRS, m);
+  if (r < 0) throw_errno(fmt::format("vCPU {}: KVM_SET_MSRS", id_));
+  if (static_cast<size_t>(r) != msrs.size())
+    fail("vCPU {}: KVM_SET_MSRS: KVM refused MSR 0x{:x}", id_, msrs[static_cast<size_t>(r)].first);
+}
+
+kvm_mp_state Vcpu::get_mp_state() const {
+  kvm_mp_state s{};
+  if (xioctl(fd_.get(), KVM_GET_MP_STATE, &s) < 0) throw_errno(fmt::format("vCPU {}: KVM_GET_MP_STATE", id_));
+  return s;
+}
+void Vcpu::set_mp_state(uint32_t state) {
+  kvm_mp_state s{};
+  s.mp_state = state;
+  if (xioctl(fd_.get(), KVM_SET_MP_STATE, &s) < 0) throw_errno(fmt::format("vCPU {}: KVM_SET_MP_STATE", id_));
+}
+kvm_lapic_state Vcpu::get_lapic() const {
+  kvm_lapic_state s{};
+  if (xioctl(fd_.get(), KVM_GET_LAPIC, &s) < 0) throw_errno(fmt::format("vCPU {}: KVM_GET_LAPIC", id_));
+  return s;
+}
+void Vcpu::set_lapic(const kvm_lapic_state& s) {
+  if (xioctl(fd_.get(), KVM_SET_LAPIC, &s) < 0) throw_errno(fmt::format("vCPU {}: KVM_SET_LAPIC", id_));
+}
+
+// ---------------------------------------------------------------------------------------------------------
+
+const char* exit_reason_name(uint32_t reason) {
+  switch (reason) {
+    case KVM_EXIT_UNKNOWN: return "KVM_EXIT_UNKNOWN";
+    case KVM_EXIT_EXCEPTION: return "KVM_EXIT_EXCEPTION";
+    case KVM_EXIT_IO: return "KVM_EXIT_IO";
+    case KVM_EXIT_HYPERCALL: return "KVM_EXIT_HYPERCALL";
+    case KVM_EXIT_DEBUG: return "KVM_EXIT_DEBUG";
+    case KVM_EXIT_HLT: return "KVM_EXIT_HLT";
+    case KVM_EXIT_MMIO: return "KVM_EXIT_MMIO";
+    case KVM_EXIT_IRQ_WINDOW_OPEN: return "KVM_EXIT_IRQ_WINDOW_OPEN";
+    case KVM_EXIT_SHUTDOWN: return "KVM_EXIT_SHUTDOWN";
+    case KVM_EXIT_FAIL_ENTRY: return "KVM_EXIT_FAIL_ENTRY";
+    case KVM_EXIT_INTR: return "KVM_EXIT_INTR";
+    case KVM_EXIT_SET_TPR: return "KVM_EXIT_SET_TPR";
+    case KVM_EXIT_TPR_ACCESS: return "KVM_EXIT_TPR_ACCESS";
+    case KVM_EXIT_NMI: return "KVM_EXIT_NMI";
+    case KVM_EXIT_INTERNAL_ERROR: return "KVM_EXIT_INTERNAL_ERROR";
+    case KVM_EXIT_SYSTEM_EVENT: return "KVM_EXIT_SYSTEM_EVENT";
+    case KVM_EXIT_IOAPIC_EOI: return "KVM_EXIT_IOAPIC_EOI";
+    default: return "KVM_EXIT_(other)";
+  }
+}
+
+namespace {
+std::string seg(const char* name, const kvm_segment& s) {
+  return fmt::format("{:<3} sel={:04x} base={:016x} limit={:08x} type={:x} dpl={} p={} l={} db={} g={}\n", name,
+                     s.selector, s.base, s.limit, s.type, s.dpl, s.present, s.l, s.db, s.g);
+}
+}  // namespace
+
+std::string format_registers(const kvm_regs& r, const kvm_sregs& s) {
+  std::string out;
+  out += fmt::format("RIP={:016x} RFLAGS={:016x} RSP={:016x} RBP={:016x}\n", r.rip, r.rflags, r.rsp, r.rbp);
+  out += fmt::format("RAX={:016x} RBX={:016x} RCX={:016x} RDX={:016x}\n", r.rax, r.rbx, r.rcx, r.rdx);
+  out += fmt::format("RSI={:016x} RDI={:016x} R8 ={:016x} R9 ={:016x}\n", r.rsi, r.rdi, r.r8, r.r9);
+  out += fmt::format("R10={:016x} R11={:016x} R12={:016x} R13={:016x}\n", r.r10, r.r11, r.r12, r.r13);
+  out += fmt::format("R14={:016x} R15={:016x}\n", r.r14, r.r15);
+  out += fmt::format("CR0={:016x} CR2={:016x} CR3={:016x} CR4={:016x} EFER={:016x}\n", s.cr0, s.cr2, s.cr3, s.cr4,
+                     s.efer);
+  out += seg("CS", s.cs) + seg("SS", s.ss) + seg("DS", s.ds) + seg("ES", s.es) + seg("FS", s.fs) + seg("GS", s.gs) +
+         seg("TR", s.tr);
+  out += fmt::format("GDT base={:016x} limit={:04x}  IDT base={:016x} limit={:04x}", s.gdt.base, s.gdt.limit,
+                     s.idt.base, s.idt.limit);
+  return out;
+}
+
+}  // namespace vireo::kvm

@@ -1,0 +1,34 @@
+#include "kvm/pvm.h"
+
+#include "common/error.h"
+#include "kvm/kvm.h"
+
+namespace vireo::kvm {
+
+bool is_pvm_host(const Vcpu& vcpu) {
+  try {
+    auto v = vcpu.get_msr(kPvmSignatureMsr);
+    return v && *v == kPvmSignature;
+  } catch (const Error&) {
+    return false;  // KVM_GET_MSRS itself refused: certainly not PVM
+  }
+}
+
+PvmMode apply_pvm_quirk(Vcpu& vcpu, bool long_mode_entry, bool native_allowed) {
+  if (!is_pvm_host(vcpu)) return PvmMode::NotPvm;
+  if (!long_mode_entry || !native_allowed) return PvmMode::Emulated;
+  const uint64_t cur = vcpu.get_msr(kPvmControlMsr).value_or(0);
+  vcpu.set_msrs({{kPvmControlMsr, cur | kPvmNativeBit}});
+  return PvmMode::Native;
+}
+
+const char* pvm_mode_name(PvmMode m) {
+  switch (m) {
+    case PvmMode::NotPvm: return "not-pvm";
+    case PvmMode::Emulated: return "emulated";
+    case PvmMode::Native: return "native";
+  }
+  return "?";
+}
+
+}  // namespace vireo::kvm

@@ -1,0 +1,31 @@
+// vireo/kvm: the PVM host quirk, isolated here (see /work/shared/design/test-guests.md and docs/kvm.md).
+//
+// On a PVM host (/dev/kvm served by kvm_pvm) vCPUs run in the instruction emulator until MSR 0x4b564d10 bit 0
+// is set before their first KVM_RUN; then they run natively, which needs long mode with U/S=1 page tables.
+// PVM is detected by KVM_GET_MSRS of 0x4b564d11 returning 0x4d5650 ("PVM"); on hardware KVM that MSR does not
+// exist and nothing is written.
+#pragma once
+#include <cstdint>
+
+namespace vireo::kvm {
+
+class Vcpu;
+
+inline constexpr uint32_t kPvmSignatureMsr = 0x4b564d11;
+inline constexpr uint64_t kPvmSignature = 0x4d5650;
+inline constexpr uint32_t kPvmControlMsr = 0x4b564d10;
+inline constexpr uint64_t kPvmNativeBit = 1;
+
+// True if the vCPU's KVM is PVM (reads the signature MSR; unknown MSR = not PVM).
+bool is_pvm_host(const Vcpu& vcpu);
+
+enum class PvmMode { NotPvm, Emulated, Native };
+
+// The one place the quirk is applied. Call once per vCPU, after its registers are set and before its first
+// KVM_RUN. `long_mode_entry`: the boot plan enters this vCPU in long mode with U/S=1 page tables;
+// `native_allowed`: the user did not pass --native off. Returns what was done.
+PvmMode apply_pvm_quirk(Vcpu& vcpu, bool long_mode_entry, bool native_allowed);
+
+const char* pvm_mode_name(PvmMode m);  // "not-pvm", "emulated", "native"
+
+}  // namespace vireo::kvm
