@@ -114,10 +114,14 @@ class Qcow2Image : public BlockImage {
   // Drops every cluster of the active L1 (commit's make-empty): the image then reads from its backing.
   void make_empty();
   void amend(const AmendOptions& opts);
+  // Allocates every cluster (create -o preallocation=metadata|falloc|full).
+  void preallocate(const std::string& mode);
+
+  struct State;  // internal
 
  private:
+  friend struct Qcow2Opener;
   Qcow2Image();
-  struct State;
   std::unique_ptr<State> s_;
 };
 

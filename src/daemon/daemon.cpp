@@ -599,11 +599,11 @@ void Daemon::save_run_state(const DomPtr& d) {
 
 // ----------------------------------------------------------------------------------------- lifecycle
 
-void Daemon::start_locked(const DomPtr& d) {
+void Daemon::start_locked(const DomPtr& d, bool restart) {
   std::string xml;
   {
     Lock l(d->mu);
-    if (d->active) invalid("domain is already running");
+    if (d->active && !restart) invalid("domain is already running");
     xml = d->persistent ? d->config_xml : d->live_xml;
   }
   domain::DomainDef def;
@@ -795,24 +795,37 @@ void Daemon::finish_run(const DomPtr& d, uint64_t gen) {
       state = "crashed";
       reason = "panicked";
     }
-    d->active = false;
-    d->id = -1;
-    d->state = state;
-    d->reason = reason;
-    d->monitor_pid = d->vmm_pid = 0;
-    d->destroying = false;
-    if (d->persistent) d->live_xml.clear();
     log("domain '" + d->name + "' stopped: " + state + " (" + reason + ")" + (e.known ? ", vmm " + std::string(e.signaled ? "signal " : "exit ") + std::to_string(e.code) : ""));
+    if (restart) {
+      // Stay listed as running (with the old id) until the new VMM is up or has failed.
+      d->pending_state = state;
+      d->pending_reason = reason;
+    } else {
+      d->active = false;
+      d->id = -1;
+      d->state = state;
+      d->reason = reason;
+      d->monitor_pid = d->vmm_pid = 0;
+      d->destroying = false;
+      if (d->persistent) d->live_xml.clear();
+    }
   }
   for (const char* ext : {".json", ".api", ".vmmpid", ".con", ".exit"}) ::unlink((b + ext).c_str());
   if (restart) {
     try {
-      start_locked(d);
-      Lock l(d->mu);
+      start_locked(d, true);
       log("domain '" + d->name + "' restarted");
       return;
     } catch (const std::exception& e) {
       log("domain '" + d->name + "': restart failed: " + e.what());
+      Lock l(d->mu);
+      d->active = false;
+      d->id = -1;
+      d->state = d->pending_state;
+      d->reason = d->pending_reason;
+      d->monitor_pid = d->vmm_pid = 0;
+      d->destroying = false;
+      if (d->persistent) d->live_xml.clear();
     }
   }
   remove_if_transient_inactive(d);

@@ -66,6 +66,7 @@ struct Dom {
   uint64_t gen = 0;
   bool exited = false;
   bool destroying = false, shutdown_requested = false;
+  std::string pending_state, pending_reason;  // outcome to show if an automatic restart fails
   std::vector<long long> restarts;  // monotonic ms of recent automatic restarts
 };
 
@@ -94,7 +95,7 @@ class Daemon {
 
   nlohmann::json define(const std::string& xml, bool validate, bool transient, std::string& name_out);
   void undefine(const DomPtr& d);
-  void start_locked(const DomPtr& d);
+  void start_locked(const DomPtr& d, bool restart = false);
   void destroy_locked(const DomPtr& d);
   void finish_run(const DomPtr& d, uint64_t gen);
   void watch(DomPtr d, uint64_t gen, UniqueFd pidfd);

@@ -78,6 +78,7 @@ struct CharDev {
   std::string source_mode;  // unix: bind|connect
   std::string target_type;  // console: serial|virtio; serial: isa-serial|...
   std::optional<unsigned> target_port;
+  std::vector<std::string> target_children;  // e.g. <model name='isa-serial'/>, kept verbatim
   Extras extras;
 };
 

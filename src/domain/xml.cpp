@@ -290,6 +290,8 @@ void parse_chardev(Parser& p, xml_node n, CharDev& c, const std::string& kind) {
     c.target_type = attr(t, "type");
     std::string port = attr(t, "port");
     if (!port.empty()) c.target_port = parse_uint(port, "devices/" + kind + "/target port", 0, 3);
+    for (xml_node ch : t.children())
+      if (ch.type() == pugi::node_element) c.target_children.push_back(serialize(ch));
   }
   if (kind == "console" && c.target_type.empty()) c.target_type = "serial";
   if (kind == "console") check_enum(c.target_type, {"serial", "virtio"}, "devices/console/target type");
@@ -378,6 +380,7 @@ void parse_devices(Parser& p, xml_node n, Devices& d) {
     con.kind = "console";
     con.target_type = "serial";
     con.extras = {};
+    con.target_children.clear();
     d.consoles.push_back(con);
   }
 }
@@ -528,6 +531,7 @@ void write_chardev(xml_node devs, const CharDev& c) {
   xml_node t = n.append_child("target");
   if (!c.target_type.empty()) t.append_attribute("type") = c.target_type.c_str();
   t.append_attribute("port") = *c.target_port;
+  for (const auto& ch : c.target_children) t.append_buffer(ch.data(), ch.size());
   for (const auto& ch : c.extras.children) n.append_buffer(ch.data(), ch.size());
 }
 
@@ -680,7 +684,20 @@ std::string write_domain_xml(const DomainDef& d) {
 
   std::ostringstream os;
   doc.save(os, "  ", pugi::format_indent | pugi::format_no_declaration | pugi::format_attribute_single_quote);
-  return os.str();
+  // libvirt writes empty elements as <x a='1'/>; pugixml puts a space before "/>". Attribute values cannot
+  // produce " />" + newline (pugixml escapes newlines in attributes), so this only touches tag ends.
+  std::string out = os.str();
+  std::string res;
+  res.reserve(out.size());
+  for (size_t i = 0; i < out.size(); ++i) {
+    if (out.compare(i, 4, " />\n") == 0) {
+      res += "/>\n";
+      i += 3;
+    } else {
+      res += out[i];
+    }
+  }
+  return res;
 }
 
 }  // namespace vireo::domain

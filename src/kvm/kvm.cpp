@@ -10,6 +10,7 @@
 #include <memory>
 
 #include "common/error.h"
+#include "kvm/abi.h"
 
 namespace vireo::kvm {
 
@@ -61,29 +62,24 @@ size_t KvmSystem::vcpu_mmap_size() const {
 
 std::vector<kvm_cpuid_entry2> KvmSystem::supported_cpuid() const {
   for (uint32_t n = 128; n <= 4096; n *= 2) {
-    const size_t bytes = sizeof(kvm_cpuid2) + n * sizeof(kvm_cpuid_entry2);
-    auto buf = std::make_unique<uint64_t[]>((bytes + 7) / 8);
-    auto* c = reinterpret_cast<kvm_cpuid2*>(buf.get());
-    std::memset(c, 0, bytes);
-    c->nent = n;
-    if (::ioctl(fd_.get(), KVM_GET_SUPPORTED_CPUID, c) == 0)
-      return std::vector<kvm_cpuid_entry2>(c->entries, c->entries + c->nent);
+    abi::FlexBuffer<abi::CpuidHeader, kvm_cpuid_entry2> b(n);
+    b.header()->nent = n;
+    if (::ioctl(fd_.get(), abi::kGetSupportedCpuid, b.data()) == 0)
+      return std::vector<kvm_cpuid_entry2>(b.entries(), b.entries() + b.header()->nent);
     if (errno != E2BIG) throw_errno("KVM_GET_SUPPORTED_CPUID");
   }
   fail("KVM_GET_SUPPORTED_CPUID: more than 4096 entries");
 }
 
 std::vector<uint32_t> KvmSystem::msr_index_list() const {
-  kvm_msr_list probe{};
-  probe.nmsrs = 0;
-  if (::ioctl(fd_.get(), KVM_GET_MSR_INDEX_LIST, &probe) < 0 && errno != E2BIG)
+  abi::FlexBuffer<abi::MsrListHeader, uint32_t> probe(0);
+  if (::ioctl(fd_.get(), abi::kGetMsrIndexList, probe.data()) < 0 && errno != E2BIG)
     throw_errno("KVM_GET_MSR_INDEX_LIST");
-  const uint32_t n = probe.nmsrs;
-  auto buf = std::make_unique<uint32_t[]>(n + 1);
-  auto* l = reinterpret_cast<kvm_msr_list*>(buf.get());
-  l->nmsrs = n;
-  if (::ioctl(fd_.get(), KVM_GET_MSR_INDEX_LIST, l) < 0) throw_errno("KVM_GET_MSR_INDEX_LIST");
-  return std::vector<uint32_t>(l->indices, l->indices + l->nmsrs);
+  const uint32_t n = probe.header()->nmsrs;
+  abi::FlexBuffer<abi::MsrListHeader, uint32_t> b(n);
+  b.header()->nmsrs = n;
+  if (::ioctl(fd_.get(), abi::kGetMsrIndexList, b.data()) < 0) throw_errno("KVM_GET_MSR_INDEX_LIST");
+  return std::vector<uint32_t>(b.entries(), b.entries() + b.header()->nmsrs);
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -247,13 +243,10 @@ void Vm::commit_routes() {
     }
   }
   for (auto& [gsi, e] : msi_routes_) entries.push_back(e);
-  const size_t bytes = sizeof(kvm_irq_routing) + entries.size() * sizeof(kvm_irq_routing_entry);
-  auto buf = std::make_unique<uint64_t[]>((bytes + 7) / 8);
-  auto* r = reinterpret_cast<kvm_irq_routing*>(buf.get());
-  std::memset(r, 0, bytes);
-  r->nr = static_cast<uint32_t>(entries.size());
-  std::memcpy(r->entries, entries.data(), entries.size() * sizeof(kvm_irq_routing_entry));
-  if (xioctl(fd_.get(), KVM_SET_GSI_ROUTING, r) < 0) throw_errno("KVM_SET_GSI_ROUTING");
+  abi::FlexBuffer<abi::IrqRoutingHeader, kvm_irq_routing_entry> b(entries.size());
+  b.header()->nr = static_cast<uint32_t>(entries.size());
+  if (!entries.empty()) std::memcpy(b.entries(), entries.data(), entries.size() * sizeof(kvm_irq_routing_entry));
+  if (xioctl(fd_.get(), abi::kSetGsiRouting, b.data()) < 0) throw_errno("KVM_SET_GSI_ROUTING");
 }
 
 void Vm::signal_msi(uint64_t address, uint32_t data) {
@@ -316,49 +309,39 @@ void Vcpu::set_fpu(const kvm_fpu& f) {
 }
 
 void Vcpu::set_cpuid(const std::vector<kvm_cpuid_entry2>& entries) {
-  const size_t bytes = sizeof(kvm_cpuid2) + entries.size() * sizeof(kvm_cpuid_entry2);
-  auto buf = std::make_unique<uint64_t[]>((bytes + 7) / 8);
-  auto* c = reinterpret_cast<kvm_cpuid2*>(buf.get());
-  std::memset(c, 0, bytes);
-  c->nent = static_cast<uint32_t>(entries.size());
-  std::memcpy(c->entries, entries.data(), entries.size() * sizeof(kvm_cpuid_entry2));
-  if (xioctl(fd_.get(), KVM_SET_CPUID2, c) < 0) throw_errno(fmt::format("vCPU {}: KVM_SET_CPUID2", id_));
+  abi::FlexBuffer<abi::CpuidHeader, kvm_cpuid_entry2> b(entries.size());
+  b.header()->nent = static_cast<uint32_t>(entries.size());
+  if (!entries.empty()) std::memcpy(b.entries(), entries.data(), entries.size() * sizeof(kvm_cpuid_entry2));
+  if (xioctl(fd_.get(), abi::kSetCpuid2, b.data()) < 0) throw_errno(fmt::format("vCPU {}: KVM_SET_CPUID2", id_));
 }
 
 std::vector<kvm_cpuid_entry2> Vcpu::get_cpuid() const {
   const uint32_t n = 512;
-  const size_t bytes = sizeof(kvm_cpuid2) + n * sizeof(kvm_cpuid_entry2);
-  auto buf = std::make_unique<uint64_t[]>((bytes + 7) / 8);
-  auto* c = reinterpret_cast<kvm_cpuid2*>(buf.get());
-  std::memset(c, 0, bytes);
-  c->nent = n;
-  if (xioctl(fd_.get(), KVM_GET_CPUID2, c) < 0) throw_errno(fmt::format("vCPU {}: KVM_GET_CPUID2", id_));
-  return std::vector<kvm_cpuid_entry2>(c->entries, c->entries + c->nent);
+  abi::FlexBuffer<abi::CpuidHeader, kvm_cpuid_entry2> b(n);
+  b.header()->nent = n;
+  if (xioctl(fd_.get(), abi::kGetCpuid2, b.data()) < 0) throw_errno(fmt::format("vCPU {}: KVM_GET_CPUID2", id_));
+  return std::vector<kvm_cpuid_entry2>(b.entries(), b.entries() + b.header()->nent);
 }
 
 std::optional<uint64_t> Vcpu::get_msr(uint32_t index) const {
-  uint64_t buf[(sizeof(kvm_msrs) + sizeof(kvm_msr_entry)) / 8 + 1] = {};
-  auto* m = reinterpret_cast<kvm_msrs*>(buf);
-  m->nmsrs = 1;
-  m->entries[0].index = index;
-  const int r = xioctl(fd_.get(), KVM_GET_MSRS, m);
+  abi::FlexBuffer<abi::MsrsHeader, kvm_msr_entry> b(1);
+  b.header()->nmsrs = 1;
+  b.entries()[0].index = index;
+  const int r = xioctl(fd_.get(), abi::kGetMsrs, b.data());
   if (r < 0) throw_errno(fmt::format("vCPU {}: KVM_GET_MSRS 0x{:x}", id_, index));
   if (r != 1) return std::nullopt;
-  return m->entries[0].data;
+  return b.entries()[0].data;
 }
 
 void Vcpu::set_msrs(const std::vector<std::pair<uint32_t, uint64_t>>& msrs) {
   if (msrs.empty()) return;
-  const size_t bytes = sizeof(kvm_msrs) + msrs.size() * sizeof(kvm_msr_entry);
-  auto buf = std::make_unique<uint64_t[]>((bytes + 7) / 8);
-  auto* m = reinterpret_cast<kvm_msrs*>(buf.get());
-  std::memset(m, 0, bytes);
-  m->nmsrs = static_cast<uint32_t>(msrs.size());
+  abi::FlexBuffer<abi::MsrsHeader, kvm_msr_entry> b(msrs.size());
+  b.header()->nmsrs = static_cast<uint32_t>(msrs.size());
   for (size_t i = 0; i < msrs.size(); ++i) {
-    m->entries[i].index = msrs[i].first;
-    m->entries[i].data = msrs[i].second;
+    b.entries()[i].index = msrs[i].first;
+    b.entries()[i].data = msrs[i].second;
   }
-  const int r = xioctl(fd_.get(), KVM_SET_MSRS, m);
+  const int r = xioctl(fd_.get(), abi::kSetMsrs, b.data());
   if (r < 0) throw_errno(fmt::format("vCPU {}: KVM_SET_MSRS", id_));
   if (static_cast<size_t>(r) != msrs.size())
     fail("vCPU {}: KVM_SET_MSRS: KVM refused MSR 0x{:x}", id_, msrs[static_cast<size_t>(r)].first);

@@ -33,6 +33,7 @@ PciFunction::PciFunction(std::string name, uint16_t vendor, uint16_t device, uin
   set_cfg16(0x2c, subsys_vendor);
   set_cfg16(0x2e, subsys_id);
   set_cfg16(0x04, kCommandMem | kCommandIo | kCommandBusMaster);  // as firmware leaves it
+  command_ = cfg16(0x04);
   wmask_[0x04] = 0x07;
   wmask_[0x05] = 0x04;  // INTx disable
   wmask_[0x3c] = 0xff;  // interrupt line
@@ -48,13 +49,6 @@ uint32_t PciFunction::cfg32(uint16_t off) const {
 void PciFunction::set_cfg16(uint16_t off, uint16_t v) { std::memcpy(&cfg_[off], &v, 2); }
 void PciFunction::set_cfg32(uint16_t off, uint32_t v) { std::memcpy(&cfg_[off], &v, 4); }
 
-uint16_t PciFunction::command() const { return cfg16(0x04); }
-
-void PciFunction::set_intx_status(bool asserted) {
-  std::lock_guard lock(cfg_mu_);
-  uint16_t st = cfg16(0x06);
-  set_cfg16(0x06, asserted ? (st | kStatusIntx) : (st & ~kStatusIntx));
-}
 
 void PciFunction::add_bar(int index, BarKind kind, uint64_t size, bool prefetchable) {
   if (index < 0 || index > 5 || (kind == BarKind::Mem64 && index == 5)) fail("pci {}: bad BAR index {}", name_, index);
@@ -96,6 +90,7 @@ uint32_t PciFunction::config_read(uint16_t offset, unsigned size) {
   if (auto v = config_read_hook(offset, size)) return *v;
   uint16_t base = offset & ~3;
   uint32_t dword = cfg32(base);
+  if (base == 0x04 && intx_status_.load(std::memory_order_relaxed)) dword |= static_cast<uint32_t>(kStatusIntx) << 16;
   int reg = bar_index_of(base);
   if (reg >= 0) {
     // Compose the BAR register from its state.
@@ -154,7 +149,10 @@ void PciFunction::config_write(uint16_t offset, unsigned size, uint32_t value) {
     uint8_t m = wmask_[o];
     cfg_[o] = static_cast<uint8_t>((cfg_[o] & ~m) | ((value >> (8 * i)) & m));
   }
-  if (base == 0x04) update_mappings();
+  if (base == 0x04) {
+    command_ = cfg16(0x04);
+    update_mappings();
+  }
   config_written(offset, size);
 }
 

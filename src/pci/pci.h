@@ -3,6 +3,7 @@
 // a capability list; BAR windows mapped on the VMM's MMIO/PIO buses following the command register.
 #pragma once
 #include <array>
+#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <mutex>
@@ -55,7 +56,7 @@ class PciFunction {
   void detach();  // unmaps every BAR
   const Bar& bar(int index) const { return bars_.at(index); }
   const std::string& name() const { return name_; }
-  uint16_t command() const;
+  uint16_t command() const { return command_.load(std::memory_order_relaxed); }  // lock-free mirror
 
   // Raw config bytes (for the device's own capability state, e.g. MSI-X message control).
   uint8_t cfg8(uint16_t off) const { return cfg_[off]; }
@@ -65,8 +66,8 @@ class PciFunction {
   void set_cfg16(uint16_t off, uint16_t v);
   void set_cfg32(uint16_t off, uint32_t v);
 
-  // Sets/clears the INTx status bit (0x06 bit 3); the device drives the line itself.
-  void set_intx_status(bool asserted);
+  // Sets/clears the INTx status bit (0x06 bit 3); the device drives the line itself. Lock-free.
+  void set_intx_status(bool asserted) { intx_status_.store(asserted, std::memory_order_relaxed); }
 
  protected:
   // BAR accesses (offset inside the BAR). Called on vCPU threads.
@@ -92,6 +93,8 @@ class PciFunction {
   std::array<Bar, 6> bars_{};
   uint8_t last_cap_ = 0;
   uint16_t next_cap_off_ = 0x40;
+  std::atomic<uint16_t> command_{0};
+  std::atomic<bool> intx_status_{false};
   Bus* mmio_ = nullptr;
   Bus* pio_ = nullptr;
 };

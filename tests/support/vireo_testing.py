@@ -354,6 +354,7 @@ def _boot_image(kernel: Path) -> Path:
     fd, tmp = tempfile.mkstemp(prefix=".vmlinux-", dir=cache)
     with os.fdopen(fd, "wb") as f:
         f.write(elf)
+    os.chmod(tmp, 0o644)
     os.replace(tmp, target)
     return target
 
@@ -432,6 +433,7 @@ def _initramfs(inputs: _KitInputs) -> Path:
     fd, tmp = tempfile.mkstemp(prefix=".initramfs-", dir=target.parent)
     with os.fdopen(fd, "wb") as f:
         f.write(data)
+    os.chmod(tmp, 0o644)
     os.replace(tmp, target)  # atomic: parallel builders produce identical files
     return target
 
@@ -451,7 +453,8 @@ def _merged_env(env: dict | None) -> dict[str, str]:
 def _run_host(argv: list[str], timeout: float, input: bytes | None, env: dict[str, str]) -> Result:
     start = time.monotonic()
     proc = subprocess.Popen(argv, stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, start_new_session=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, start_new_session=True,
+                            preexec_fn=_die_with_parent)
     try:
         out, err = proc.communicate(input, timeout=timeout)
         return Result(proc.returncode, out, err, "host", elapsed=time.monotonic() - start)
@@ -459,6 +462,16 @@ def _run_host(argv: list[str], timeout: float, input: bytes | None, env: dict[st
         _kill_group(proc)
         out, err = proc.communicate()
         return Result(None, out, err, "host", timed_out=True, elapsed=time.monotonic() - start)
+
+
+def _die_with_parent():
+    """In the child before exec: get SIGKILL when the test process dies (e.g. killed by a ctest timeout), so
+    no QEMU or VMM outlives the test that started it."""
+    try:
+        import ctypes
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
+    except Exception:
+        pass
 
 
 def _kill_group(proc: subprocess.Popen):
@@ -471,7 +484,7 @@ def _kill_group(proc: subprocess.Popen):
 
 
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_ENV_SKIP = {"PWD", "OLDPWD", "SHLVL", "_", "TERM", "COLUMNS", "LINES"}
+_ENV_SKIP = {"PWD", "OLDPWD", "SHLVL", "_", "TERM", "COLUMNS", "LINES", "VIREO_KVM_ROUTE"}
 
 
 def _share_roots(paths: list[Path]) -> list[Path]:
@@ -516,24 +529,31 @@ def _boot_script(shares: list[tuple[str, Path]], ctl: Path, cwd: str) -> str:
         "mkdir -p $R/dev/pts $R/dev/shm",
         "mount -t devpts -o gid=5,mode=620,ptmxmode=666 devpts $R/dev/pts",
         "mount -t tmpfs -o mode=1777 tmpfs $R/dev/shm",
-        "for d in /tmp /var/tmp /run /root; do [ -d $R$d ] && mount -t tmpfs -o mode=1777 tmpfs $R$d; done",
-        "chmod 700 $R/root",
         "echo /sbin/kit-modprobe > /proc/sys/kernel/modprobe",
+        "for d in /tmp /var/tmp /run; do [ -d $R$d ] && mount -t tmpfs -o mode=1777 tmpfs $R$d; done",
+        # HOME (/root) stays as on the host but writable: an overlay with a throw-away upper layer.
+        "mkdir -p /ov && mount -t tmpfs tmpfs /ov && mkdir -p /ov/u /ov/w",
+        "mount -t overlay -o lowerdir=$R/root,upperdir=/ov/u,workdir=/ov/w overlay $R/root 2>/dev/null ||"
+        " mount -t tmpfs -o mode=700 tmpfs $R/root",
     ]
     for tag, path in shares:
         lines.append(f"mkdir -p $R{q(str(path))} 2>/dev/null")
         lines.append(f"mount -t 9p -o {o9p},cache=none {tag} $R{q(str(path))} || "
-                     f"echo 'kit: cannot mount share {tag} at {path}' >&2")
+                     f"{{ echo {q(f'kit: cannot mount share {tag} at {path}')}; exit 1; }}")
     lines += [
         f"mkdir -p $R{q(str(ctl))} && mount --bind /kit $R{q(str(ctl))}",
         "[ -c $R/dev/kvm ] || chroot $R /sbin/modprobe kvm_amd",
         "[ -c $R/dev/kvm ] || echo 'kit: /dev/kvm missing (kvm_amd did not load; is SVM in -cpu max?)'",
+        "chmod 666 $R/dev/kvm 2>/dev/null",
         "kit_t mounts done",
+        "echo 'kit: running the script'",
         "cd /",
         f"chroot $R /usr/bin/env -i /bin/sh -c 'cd \"$1\" 2>/dev/null || cd /; . \"$2\"; exec /bin/sh \"$3\"'"
         f" kit {q(cwd)} {q(str(ctl / 'env.sh'))} {q(str(ctl / 'script.sh'))}"
         " </kit/stdin >/kit/stdout 2>/kit/stderr",
-        "echo $? >/kit/rc.tmp && mv /kit/rc.tmp /kit/rc",
+        "rc=$?",
+        "echo $rc >/kit/rc.tmp && mv /kit/rc.tmp /kit/rc",
+        "echo \"kit: script exited with status $rc\"",
         "kit_t script done",
         "sync",
     ]
@@ -583,7 +603,7 @@ def _run_kit(script: str, timeout: float, files, input: bytes | None, env: dict[
         for tag, p in shares:
             fs(tag, p, tag, False)
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+                                start_new_session=True, preexec_fn=_die_with_parent)
         timed_out = False
         try:
             qemu_out, _ = proc.communicate(timeout=timeout)

@@ -1,0 +1,143 @@
+#include <gtest/gtest.h>
+
+#include "block/block.h"
+#include "common/error.h"
+#include "helpers.h"
+
+using namespace vireo::block;
+using namespace blocktest;
+
+TEST(RawImage, CreateWriteReadAndProbe) {
+  TempDir d;
+  CreateOptions c;
+  c.format = "raw";
+  c.size = 1 << 20;
+  create_image(d.path("a.raw"), c);
+  EXPECT_EQ(probe_format(d.path("a.raw")), "raw");
+  auto img = open_image(d.path("a.raw"), rw());
+  EXPECT_EQ(img->format(), "raw");
+  EXPECT_EQ(img->size(), 1u << 20);
+  auto p = pattern(10000, 1);
+  img->write(12345, p);
+  std::vector<uint8_t> back(10000);
+  img->read(12345, back);
+  EXPECT_EQ(back, p);
+  std::vector<uint8_t> one(1);
+  EXPECT_THROW(img->read(1 << 20, one), vireo::Error);
+  EXPECT_THROW(img->write((1 << 20) - 1, std::vector<uint8_t>(2)), vireo::Error);
+}
+
+TEST(RawImage, BlockStatusSeesHolesAndData) {
+  TempDir d;
+  CreateOptions c;
+  c.format = "raw";
+  c.size = 4 << 20;
+  create_image(d.path("a.raw"), c);
+  auto img = open_image(d.path("a.raw"), rw());
+  img->write(1 << 20, pattern(65536, 2));
+  img->flush();
+  Extent e = img->block_status(0, 4 << 20);
+  EXPECT_FALSE(e.data);
+  EXPECT_TRUE(e.zero);
+  EXPECT_EQ(e.length, 1u << 20);
+  e = img->block_status(1 << 20, 4 << 20);
+  EXPECT_TRUE(e.data);
+  EXPECT_GE(e.length, 65536u);
+  ASSERT_TRUE(e.host_offset.has_value());
+  EXPECT_EQ(*e.host_offset, 1u << 20);
+}
+
+TEST(RawImage, WriteZeroesDiscardResize) {
+  TempDir d;
+  CreateOptions c;
+  c.format = "raw";
+  c.size = 1 << 20;
+  create_image(d.path("a.raw"), c);
+  auto img = open_image(d.path("a.raw"), rw());
+  img->write(0, pattern(1 << 20, 3));
+  img->write_zeroes(4096, 8192, false);
+  img->discard(65536, 65536);
+  auto all = read_all(*img);
+  for (size_t i = 4096; i < 4096 + 8192; i++) ASSERT_EQ(all[i], 0) << i;
+  EXPECT_NE(all[0], 0);
+  EXPECT_THROW(img->resize(4096, false), vireo::Error);
+  img->resize(2 << 20, false);
+  EXPECT_EQ(img->size(), 2u << 20);
+  img->resize(4096, true);
+  EXPECT_EQ(img->size(), 4096u);
+}
+
+TEST(RawImage, PreallocationFullAllocates) {
+  TempDir d;
+  CreateOptions c;
+  c.format = "raw";
+  c.size = 1 << 20;
+  c.preallocation = "full";
+  create_image(d.path("a.raw"), c);
+  auto img = open_image(d.path("a.raw"), ro());
+  EXPECT_GE(img->file_allocated_bytes(), 1u << 20);
+  c.preallocation = "bogus";
+  EXPECT_THROW(create_image(d.path("b.raw"), c), vireo::Error);
+}
+
+TEST(ImageLocking, SecondWriterIsRefusedForceShareReaderAllowed) {
+  TempDir d;
+  CreateOptions c;
+  c.format = "qcow2";
+  c.size = 1 << 20;
+  create_image(d.path("a.qcow2"), c);
+  auto w = open_image(d.path("a.qcow2"), rw());
+  try {
+    open_image(d.path("a.qcow2"), rw());
+    FAIL() << "second writer was allowed";
+  } catch (const vireo::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("Failed to get"), std::string::npos) << e.what();
+  }
+  EXPECT_THROW(open_image(d.path("a.qcow2"), ro()), vireo::Error);
+  OpenOptions shared = ro();
+  shared.force_share = true;
+  EXPECT_NO_THROW(open_image(d.path("a.qcow2"), shared));
+  OpenOptions bad = rw();
+  bad.force_share = true;
+  EXPECT_THROW(open_image(d.path("a.qcow2"), bad), vireo::Error);
+  w.reset();
+  EXPECT_NO_THROW(open_image(d.path("a.qcow2"), rw()));
+}
+
+TEST(ImageLocking, InteroperatesWithQemuLocks) {
+  if (!have_qemu_img()) GTEST_SKIP() << "qemu-img not installed";
+  TempDir d;
+  CreateOptions c;
+  c.format = "qcow2";
+  c.size = 1 << 20;
+  create_image(d.path("a.qcow2"), c);
+  {
+    auto w = open_image(d.path("a.qcow2"), rw());
+    auto r = run("qemu-img info " + d.path("a.qcow2"));
+    EXPECT_NE(r.status, 0);
+    EXPECT_NE(r.out.find("lock"), std::string::npos) << r.out;
+    EXPECT_EQ(run("qemu-img info -U " + d.path("a.qcow2")).status, 0);
+  }
+  // qemu-io holds the image read-write while we try to open it.
+  std::string fifo = d.path("fifo");
+  ASSERT_EQ(run("mkfifo " + fifo).status, 0);
+  std::string cmd = "(qemu-io " + d.path("a.qcow2") + " < " + fifo + " > /dev/null 2>&1 &)";
+  ASSERT_EQ(run(cmd).status, 0);
+  FILE* f = fopen(fifo.c_str(), "w");
+  ASSERT_NE(f, nullptr);
+  bool refused = false;
+  for (int i = 0; i < 50 && !refused; i++) {
+    try {
+      open_image(d.path("a.qcow2"), rw());
+      usleep(50000);
+    } catch (const vireo::Error&) {
+      refused = true;
+    }
+  }
+  EXPECT_TRUE(refused);
+  OpenOptions shared = ro();
+  shared.force_share = true;
+  EXPECT_NO_THROW(open_image(d.path("a.qcow2"), shared));
+  fputs("quit\n", f);
+  fclose(f);
+}
