@@ -68,7 +68,7 @@ struct Cli {
     } catch (const ClientError& e) {
       cmd_fail({std::string("Failed to ") + verb + " domain '" + name + "'", e.what()});
     }
-    std::printf("Domain '%s' %s\n", name.c_str(), done.c_str());
+    if (!quiet) std::printf("Domain '%s' %s\n", name.c_str(), done.c_str());
   }
 
   void print_warnings(const vireo::client::DefineResult& r) {
@@ -287,7 +287,7 @@ int main(int argc, char** argv) {
         cmd_fail({std::string(is_create ? "Failed to create domain from " : "Failed to define domain from ") + file, e.what()});
       }
       cli.print_warnings(r);
-      std::printf("Domain '%s' %s from %s\n", r.name.c_str(), is_create ? "created" : "defined", file.c_str());
+      if (!cli.quiet) std::printf("Domain '%s' %s from %s\n", r.name.c_str(), is_create ? "created" : "defined", file.c_str());
     } else if (simple["undefine"]->parsed()) {
       const std::string name = cli.name_of(dom);
       try {
@@ -295,7 +295,7 @@ int main(int argc, char** argv) {
       } catch (const ClientError& e) {
         cmd_fail({"Failed to undefine domain '" + name + "'", e.what()});
       }
-      std::printf("Domain '%s' has been undefined\n", name.c_str());
+      if (!cli.quiet) std::printf("Domain '%s' has been undefined\n", name.c_str());
     } else if (simple["start"]->parsed()) {
       cli.act(dom, "start", [](Connection& c, const std::string& n) { c.start(n); }, "started");
     } else if (simple["shutdown"]->parsed()) {
@@ -338,7 +338,7 @@ int main(int argc, char** argv) {
       } catch (const ClientError& e) {
         cmd_fail({std::string("Failed to ") + (disable ? "unmark" : "mark") + " domain '" + name + "' as autostarted", e.what()});
       }
-      std::printf("Domain '%s' %s as autostarted\n", name.c_str(), disable ? "unmarked" : "marked");
+      if (!cli.quiet) std::printf("Domain '%s' %s as autostarted\n", name.c_str(), disable ? "unmarked" : "marked");
     } else if (version->parsed()) {
       auto v = cli.c().version();
       std::printf("Compiled against library: vireo 0.1.0\nUsing library: vireo 0.1.0\nUsing API: vireo %s\nRunning hypervisor: %s %s\n",

@@ -15,6 +15,7 @@ std::optional<std::string> LineChannel::read_line(int timeout_ms, size_t max_lin
   for (;;) {
     auto nl = buf_.find('\n');
     if (nl != std::string::npos) {
+      if (nl > max_line) return std::nullopt;
       std::string line = buf_.substr(0, nl);
       buf_.erase(0, nl + 1);
       return line;

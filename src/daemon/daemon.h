@@ -76,6 +76,8 @@ class Daemon {
   ~Daemon();
   // Loads definitions, reattaches running domains, listens, autostarts, serves until SIGTERM/SIGINT.
   int run();
+  // The first step of run(): create the state root, take its lock, load definitions, reattach.
+  void load();
 
   // One request object -> one reply object (public for tests and for the connection threads).
   nlohmann::json handle(const nlohmann::json& request);
@@ -83,7 +85,6 @@ class Daemon {
  private:
   using DomPtr = std::shared_ptr<Dom>;
 
-  void load();
   void reattach(const std::string& name);
   void autostart_all();
   void serve_connection(UniqueFd fd);

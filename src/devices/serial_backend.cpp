@@ -71,7 +71,7 @@ void write_all(int fd, std::span<const uint8_t> bytes) {
 }  // namespace
 
 RawTty::RawTty(int fd) : fd_(fd) {
-  if (!::isatty(fd) || ::tcgetattr(fd, &saved_) < 0) return;
+  if (fd < 0 || !::isatty(fd) || ::tcgetattr(fd, &saved_) < 0) return;
   termios raw = saved_;
   cfmakeraw(&raw);
   raw.c_lflag |= ISIG;  // Ctrl-C / Ctrl-\ still reach the VMM, which stops cleanly
@@ -175,10 +175,11 @@ class NoneBackend : public SerialBackend {
 
 class StdioBackend : public SerialBackend {
  public:
-  StdioBackend() : tty_(STDIN_FILENO) {}
+  explicit StdioBackend(bool input) : input_(input), tty_(input ? STDIN_FILENO : -1) {}
   ~StdioBackend() override { pump_.stop(); }
   void write(std::span<const uint8_t> bytes) override { write_all(STDOUT_FILENO, bytes); }
   void attach(EventLoop& loop, Serial16550& uart) override {
+    if (!input_) return;
     struct stat st{};
     if (::fstat(STDIN_FILENO, &st) < 0) return;
     // epoll refuses regular files and /dev/null; those give no interactive input anyway.
@@ -190,9 +191,10 @@ class StdioBackend : public SerialBackend {
       // e.g. /dev/null (EPERM from epoll): no input
     }
   }
-  std::string describe() const override { return "stdio"; }
+  std::string describe() const override { return input_ ? "stdio" : "stdio (output only)"; }
 
  private:
+  bool input_;
   RawTty tty_;
   InputPump pump_;
 };
@@ -323,7 +325,7 @@ class UnixBackend : public SerialBackend {
 
 std::unique_ptr<SerialBackend> SerialBackend::open(const SerialSpec& spec) {
   switch (spec.kind) {
-    case SerialSpec::Kind::Stdio: return std::make_unique<StdioBackend>();
+    case SerialSpec::Kind::Stdio: return std::make_unique<StdioBackend>(spec.input);
     case SerialSpec::Kind::None: return std::make_unique<NoneBackend>();
     case SerialSpec::Kind::File: return std::make_unique<FileBackend>(spec.path);
     case SerialSpec::Kind::Pty: return std::make_unique<PtyBackend>();

@@ -30,6 +30,7 @@ struct SerialSpec {
   enum class Kind { Stdio, None, File, Pty, Unix };
   Kind kind = Kind::Stdio;
   std::string path;  // File, Unix
+  bool input = true;  // Stdio: read stdin (off when another device, e.g. a virtio console, owns it)
 };
 
 // Throws Error("serial: unknown backend 'x' (stdio, none, file=PATH, pty, unix=PATH)") and the like.

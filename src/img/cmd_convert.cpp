@@ -229,10 +229,12 @@ class Converter {
       try {
         process(idx, buf);
       } catch (...) {
-        std::lock_guard g(mu_);
-        if (!error_) error_ = std::current_exception();
-        failed_ = true;
-        turn_cv_.notify_all();
+        {
+          std::lock_guard g(mu_);
+          if (!error_) error_ = std::current_exception();
+          failed_ = true;
+          turn_cv_.notify_all();
+        }
         pass_turn(idx);
         return;
       }

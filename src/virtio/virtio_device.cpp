@@ -73,8 +73,15 @@ void VirtioDevice::set_status(uint8_t status) {
   if (old & kStatusFeaturesOk) status |= kStatusFeaturesOk;
   status = static_cast<uint8_t>((status & ~kStatusNeedsReset) | (old & kStatusNeedsReset));
   status_ = status;
-  if ((status & kStatusDriverOk) && !(old & kStatusDriverOk) && !broken_) {
-    activate();
+  if ((status & kStatusDriverOk) && !(old & kStatusDriverOk) && broken_ && irq_) {
+    irq_->config_interrupt();  // broken before DRIVER_OK: tell the driver now
+  } else if ((status & kStatusDriverOk) && !(old & kStatusDriverOk)) {
+    try {
+      activate();
+    } catch (const Error& e) {
+      fail_device(fmt::format("activate: {}", e.what()));
+      return;
+    }
     for (uint16_t q = 0; q < queues_.size(); ++q)
       if (queues_[q].vq) schedule(q);  // buffers made available before DRIVER_OK
   }
@@ -169,6 +176,12 @@ void VirtioDevice::complete(uint16_t q, const DescChain& chain, uint32_t written
   Virtqueue* vq = q < queues_.size() ? queues_[q].vq.get() : nullptr;
   if (!vq || broken_) return;
   vq->push(chain, written);
+  if (vq->should_notify() && irq_) irq_->queue_interrupt(q);
+}
+
+void VirtioDevice::notify_queue(uint16_t q) {
+  Virtqueue* vq = q < queues_.size() ? queues_[q].vq.get() : nullptr;
+  if (!vq || broken_) return;
   if (vq->should_notify() && irq_) irq_->queue_interrupt(q);
 }
 

@@ -79,6 +79,7 @@ class VirtioDevice {
   // ---- helpers for devices (mu_ held)
   Virtqueue* queue(uint16_t q);                 // nullptr unless enabled and activated
   void complete(uint16_t q, const DescChain& chain, uint32_t written);  // push + notify if wanted
+  void notify_queue(uint16_t q);  // after Virtqueue::push()es: used-buffer notification if the driver wants one
   void fail_device(const std::string& why);     // DEVICE_NEEDS_RESET + config interrupt, logged once
   void config_changed();                        // bump generation + config interrupt
   bool negotiated(int bit) const { return driver_features_ & virtio::bit(bit); }

@@ -13,6 +13,9 @@
 #include "vmm/control.h"
 #include "vmm/machine.h"
 #include "vmm/options.h"
+#ifdef VIREO_HAVE_VIRTIO
+#include "virtio/virtio_devices.h"
+#endif
 
 namespace {
 
@@ -39,11 +42,35 @@ int main(int argc, char** argv) {
     return fail_exit(e.what());
   }
 
+#ifdef VIREO_HAVE_VIRTIO
+  virtio::VirtioOptions vopts;
+  try {
+    for (const auto& t : opts.disk_texts) vopts.disks.push_back(virtio::parse_disk(t));
+    for (const auto& t : opts.net_texts) vopts.nets.push_back(virtio::parse_net(t));
+    if (!opts.console_text.empty()) vopts.console = virtio::parse_console(opts.console_text);
+    vopts.rng = opts.rng;
+    vopts.balloon = opts.balloon;
+    if (!opts.transport_text.empty()) vopts.transport = virtio::parse_transport(opts.transport_text);
+  } catch (const std::exception& e) {
+    return fail_exit(e.what());
+  }
+#else
+  if (opts.any_virtio() || !opts.transport_text.empty())
+    return fail_exit("virtio devices requested, but this vireo-vmm was built without src/virtio");
+#endif
+
   vmm::setup_process_signals();
   int code;
   try {
     kvm::KvmSystem kvm;
+#ifdef VIREO_HAVE_VIRTIO
+    std::unique_ptr<virtio::VirtioDevices> virtio_devs;
+    vmm::Machine machine(opts, kvm, [&](vmm::Machine& m) {
+      if (vopts.any()) virtio_devs = std::make_unique<virtio::VirtioDevices>(m, vopts);
+    });
+#else
     vmm::Machine machine(opts, kvm);
+#endif
     std::unique_ptr<vmm::MachineCommands> commands;
     std::unique_ptr<vmm::ControlServer> control;
     if (!opts.api_socket.empty()) {
@@ -52,9 +79,10 @@ int main(int argc, char** argv) {
     }
     code = machine.run();
     control.reset();
-    const auto state = machine.state();
+#ifdef VIREO_HAVE_VIRTIO
+    virtio_devs.reset();  // vCPUs are stopped; devices go before the Machine
+#endif
     if (code == vmm::kExitReset) std::fprintf(stderr, "vireo-vmm: %s: exiting with 2\n", machine.state_reason().c_str());
-    (void)state;
   } catch (const std::exception& e) {
     return fail_exit(e.what());
   }

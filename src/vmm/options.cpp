@@ -96,6 +96,12 @@ ParseResult parse_options(int argc, const char* const* argv) {
   app.add_option("--name", o.name, "VM name (query-vm)")->capture_default_str();
   app.add_option("--native", native, "on|off: PVM native mode for long-mode guests")->capture_default_str();
   app.add_option("--boot-log", o.boot_log, "write boot-marker lines to FILE instead of stderr");
+  app.add_option("--disk", o.disk_texts, "virtio-blk: path=F[,format=raw|qcow2][,readonly=on][,cache=none]...");
+  app.add_option("--net", o.net_texts, "virtio-net: tap=NAME[,mac=M][,queues=N]");
+  app.add_option("--console", o.console_text, "virtio-console: stdio | pty | unix=PATH");
+  app.add_flag("--rng", o.rng, "virtio-rng");
+  app.add_flag("--balloon", o.balloon, "virtio-balloon");
+  app.add_option("--transport", o.transport_text, "virtio transport: pci (default) | mmio");
 
   try {
     app.parse(argc, argv);
@@ -117,6 +123,8 @@ ParseResult parse_options(int argc, const char* const* argv) {
   o.cpus = static_cast<uint32_t>(cpus);
   o.cpu = cpu::parse_cpu_spec(o.cpu_text);
   o.serial = parse_serial_spec(o.serial_text);
+  if (o.console_text == "stdio" && o.serial.kind == SerialSpec::Kind::Stdio)
+    o.serial.input = false;  // stdin belongs to the virtio console; serial output still goes to stdout
   o.native = parse_on_off("--native", native);
   if (o.name.empty()) fail("--name: must not be empty");
   if (!o.api_socket.empty() && o.api_socket.size() >= 108) fail("--api-socket: path too long: {}", o.api_socket);

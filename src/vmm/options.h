@@ -23,6 +23,13 @@ struct VmmOptions {
   std::string name = "vireo";
   std::string boot_log;   // boot-marker lines go here instead of stderr
   bool native = true;     // --native on|off (PVM only)
+  // Virtio device flags, kept as text here and parsed by the virtio library in main (docs/virtio.md).
+  std::vector<std::string> disk_texts, net_texts;
+  std::string console_text, transport_text;
+  bool rng = false, balloon = false;
+  bool any_virtio() const {
+    return !disk_texts.empty() || !net_texts.empty() || !console_text.empty() || rng || balloon;
+  }
 };
 
 // "SIZE" or "size=SIZE[,hugepages=on|off][,thp=on|off][,prealloc=on|off]"; SIZE without a suffix is MiB

@@ -117,6 +117,72 @@ pvh_start64:
 	call guest_entry_pvh
 	jmp park
 
+/* AP start-up trampoline for the PVH path (the Vireo protocol starts every vCPU itself). The runtime copies
+ * [ap_tramp_start, ap_tramp_end) to AP_TRAMP_ADDR and sends INIT-SIPI-SIPI with vector AP_TRAMP_ADDR >> 12.
+ * The AP enters in real mode at CS = AP_TRAMP_ADDR >> 4, IP = 0. */
+#define AP_TRAMP_ADDR 0x8000
+	.section .rodata
+	.globl ap_tramp_start, ap_tramp_end
+	.code16
+ap_tramp_start:
+	cli
+	cld
+	mov %cs, %ax
+	mov %ax, %ds
+	lgdtl (ap_tramp_gdt_desc - ap_tramp_start)
+	mov %cr0, %eax
+	or $1, %eax
+	mov %eax, %cr0
+	ljmpl $0x08, $(AP_TRAMP_ADDR + (ap_tramp32 - ap_tramp_start))
+	.code32
+ap_tramp32:
+	mov $0x18, %eax
+	mov %eax, %ds
+	mov %eax, %es
+	mov %eax, %ss
+	mov $0x620, %eax
+	mov %eax, %cr4
+	mov $rt_pml4, %eax
+	mov %eax, %cr3
+	mov $0xc0000080, %ecx
+	rdmsr
+	or $0x101, %eax
+	wrmsr
+	mov $0x80010033, %eax
+	mov %eax, %cr0
+	ljmp $0x10, $ap_start64
+	.balign 8
+ap_tramp_gdt_desc:
+	.word rt_gdt_end - rt_gdt - 1
+	.long rt_gdt
+ap_tramp_end:
+
+	.text
+	.code64
+ap_start64:
+	mov $0x18, %eax
+	mov %eax, %ds
+	mov %eax, %es
+	mov %eax, %ss
+	mov %eax, %fs
+	mov %eax, %gs
+	mov $0xfee00020, %eax
+	mov (%rax), %eax
+	shr $24, %eax
+	lea g_apic_to_cpu(%rip), %rdx
+	movzbl (%rdx,%rax), %edi
+	cmp $GUEST_MAX_CPUS, %edi
+	jae park
+	mov %rdi, %rax
+	inc %rax
+	imul $GUEST_STACK_SIZE, %rax
+	lea guest_stacks(%rip), %rsp
+	add %rax, %rsp
+	xor %ebp, %ebp
+	xor %esi, %esi
+	call guest_entry64
+	jmp park
+
 /* Interrupt stubs: push a dummy error code where the CPU pushes none, then the vector. */
 	.text
 	.balign 16

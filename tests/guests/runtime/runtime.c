@@ -350,6 +350,126 @@ struct hvm_memmap_entry {
   uint32_t type, reserved;
 };
 
+/* ---- AP discovery and start-up on the PVH path (ACPI MADT, else the MP table) ---- */
+#define AP_TRAMP_ADDR 0x8000
+uint8_t g_apic_to_cpu[256];
+extern char ap_tramp_start[], ap_tramp_end[];
+
+/* A pointer to guest-physical memory the compiler cannot reason about (low addresses are valid here). */
+static inline const uint8_t* phys(uint64_t a) {
+  __asm__("" : "+r"(a));
+  return (const uint8_t*)a;
+}
+
+static int checksum_ok(const uint8_t* p, uint32_t n) {
+  uint8_t s = 0;
+  for (uint32_t i = 0; i < n; i++) s = (uint8_t)(s + p[i]);
+  return s == 0;
+}
+
+/* Fills ids[] with the enabled APIC IDs; returns how many (0 if no table was found). */
+static unsigned mp_table_cpus(uint8_t* ids, unsigned max) {
+  const uint64_t ranges[3][2] = {{0xf0000, 0x100000}, {0x9fc00, 0xa0000}, {0, 0}};
+  uint64_t ebda = (uint64_t)(*(const volatile uint16_t*)phys(0x40e)) << 4;
+  uint64_t r[3][2] = {{ranges[0][0], ranges[0][1]}, {ranges[1][0], ranges[1][1]}, {ebda, ebda ? ebda + 1024 : 0}};
+  for (int k = 0; k < 3; k++) {
+    for (uint64_t a = r[k][0]; a + 16 <= r[k][1]; a += 16) {
+      const uint8_t* fp = phys(a);
+      if (memcmp(fp, "_MP_", 4) || !checksum_ok(fp, 16)) continue;
+      uint32_t t = *(const uint32_t*)(fp + 4);
+      if (!t || t >= 0x100000000ull - 0x10000) return 0;
+      const uint8_t* ct = phys(t);
+      uint16_t len = *(const uint16_t*)(ct + 4), count = *(const uint16_t*)(ct + 34);
+      if (memcmp(ct, "PCMP", 4) || len < 44 || !checksum_ok(ct, len)) return 0;
+      unsigned n = 0;
+      uint32_t at = 44;
+      for (uint16_t i = 0; i < count && at < len; i++) {
+        if (ct[at] == 0) {
+          if (at + 20 > len) break;
+          if ((ct[at + 3] & 1) && n < max) ids[n++] = ct[at + 1];
+          at += 20;
+        } else {
+          at += 8;
+        }
+      }
+      return n;
+    }
+  }
+  return 0;
+}
+
+static const uint8_t* find_rsdp(uint64_t hint) {
+  if (hint && hint < 0x100000000ull && !memcmp(phys(hint), "RSD PTR ", 8)) return phys(hint);
+  for (uint64_t a = 0xe0000; a < 0x100000; a += 16)
+    if (!memcmp(phys(a), "RSD PTR ", 8) && checksum_ok(phys(a), 20)) return phys(a);
+  return 0;
+}
+
+static unsigned madt_cpus(uint64_t rsdp_hint, uint8_t* ids, unsigned max) {
+  const uint8_t* rsdp = find_rsdp(rsdp_hint);
+  if (!rsdp) return 0;
+  uint64_t sdt = *(const uint32_t*)(rsdp + 16);
+  unsigned esz = 4;
+  if (rsdp[15] >= 2 && *(const uint64_t*)(rsdp + 24)) sdt = *(const uint64_t*)(rsdp + 24), esz = 8;
+  if (!sdt || sdt >= 0x100000000ull) return 0;
+  uint32_t len = *(const uint32_t*)phys(sdt + 4);
+  for (uint32_t at = 36; at + esz <= len && at < 4096; at += esz) {
+    uint64_t t = esz == 8 ? *(const uint64_t*)phys(sdt + at) : *(const uint32_t*)phys(sdt + at);
+    if (!t || t >= 0x100000000ull || memcmp(phys(t), "APIC", 4)) continue;
+    const uint8_t* m = phys(t);
+    uint32_t mlen = *(const uint32_t*)(m + 4);
+    unsigned n = 0;
+    for (uint32_t e = 44; e + 2 <= mlen && e < 65536;) {
+      uint8_t type = m[e], elen = m[e + 1];
+      if (elen < 2) break;
+      if (type == 0 && elen >= 8 && (*(const uint32_t*)(m + e + 4) & 1) && n < max) ids[n++] = m[e + 3];
+      e += elen;
+    }
+    return n;
+  }
+  return 0;
+}
+
+static void delay_cycles(uint64_t c) {
+  uint64_t t = rdtsc();
+  while (rdtsc() - t < c) cpu_relax();
+}
+
+static void ipi(uint8_t apic, uint32_t low) {
+  lapic_write(0x310, (uint32_t)apic << 24);
+  lapic_write(0x300, low);
+  for (int i = 0; i < 100000 && (lapic_read(0x300) & (1u << 12)); i++) cpu_relax();
+}
+
+/* Returns the number of vCPUs (>= 1). */
+static unsigned start_aps(uint64_t rsdp_hint) {
+  uint8_t ids[GUEST_MAX_CPUS];
+  unsigned n = madt_cpus(rsdp_hint, ids, GUEST_MAX_CPUS);
+  if (!n) n = mp_table_cpus(ids, GUEST_MAX_CPUS);
+  memset(g_apic_to_cpu, 0xff, sizeof g_apic_to_cpu);
+  unsigned self = lapic_id();
+  if (n <= 1) {
+    g_apic_to_cpu[self] = 0;
+    return 1;
+  }
+  /* vCPU 0 is this one; the others get indices in table order. */
+  unsigned next = 1;
+  g_apic_to_cpu[self] = 0;
+  for (unsigned i = 0; i < n; i++)
+    if (ids[i] != self) g_apic_to_cpu[ids[i]] = (uint8_t)next++;
+  memcpy((void*)phys(AP_TRAMP_ADDR), ap_tramp_start, (size_t)(ap_tramp_end - ap_tramp_start));
+  lapic_enable();
+  for (unsigned i = 0; i < n; i++) {
+    if (ids[i] == self) continue;
+    ipi(ids[i], 0x4500); /* INIT, level assert */
+    delay_cycles(10000000);
+    ipi(ids[i], 0x4600 | (AP_TRAMP_ADDR >> 12)); /* SIPI */
+    delay_cycles(1000000);
+    ipi(ids[i], 0x4600 | (AP_TRAMP_ADDR >> 12));
+  }
+  return next;
+}
+
 void guest_entry_pvh(const struct hvm_start_info* si) {
   boot_marker(MARKER_RUNTIME_ENTRY);
   idt_build();
@@ -380,7 +500,9 @@ void guest_entry_pvh(const struct hvm_start_info* si) {
     }
     p->e820_count = n;
   }
-  g_boot = p;
   copy_cmdline(p->cmdline_addr, p->cmdline_len);
+  p->cmdline_addr = (uint64_t)g_cmdline; /* the original may be overwritten below */
+  g_boot = p;
+  if (!cmdline_has("nosmp")) p->cpu_count = start_aps(si->version >= 1 ? si->rsdp_paddr : 0);
   bsp_start();
 }

@@ -23,8 +23,8 @@ def guest(name: str) -> Path:
     return p
 
 
-def qemu(name: str, machine="microvm", mem="64M", append="", extra=(), timeout=60, cpu="max"):
-    args = [QEMU, "-accel", "tcg", "-M", machine, "-cpu", cpu, "-nodefaults", "-no-user-config", "-nographic",
+def qemu(name: str, machine="microvm", mem="64M", append="", extra=(), timeout=60, cpu="max", smp=1):
+    args = [QEMU, "-accel", "tcg", "-M", machine, "-cpu", cpu, "-smp", str(smp), "-nodefaults", "-no-user-config", "-nographic",
             "-m", mem, "-serial", "stdio", "-device", "isa-debug-exit,iobase=0x501,iosize=1", "-no-reboot",
             "-kernel", str(guest(name))]
     if append:
@@ -59,6 +59,21 @@ def test_smp_single_cpu_under_pvh():
     rc, lines, log = qemu("smp")
     assert rc == debug_exit(0), log
     assert lines == ["smp: cpu 0 checked in", "smp: 1 of 1 vCPUs checked in"], log
+
+
+@pytest.mark.parametrize("machine,n", [("microvm", 2), ("microvm", 4), ("pc", 3)])
+def test_smp_runtime_starts_aps_under_pvh(machine, n):
+    # PVH starts only the BSP: the runtime finds the APs (ACPI MADT, else MP table) and sends INIT-SIPI-SIPI.
+    rc, lines, log = qemu("smp", machine=machine, smp=n)
+    assert rc == debug_exit(0), log
+    assert sorted(l for l in lines if l.startswith("smp: cpu")) == sorted(f"smp: cpu {i} checked in" for i in range(n)), log
+    assert lines[-1] == f"smp: {n} of {n} vCPUs checked in", log
+
+
+def test_smp_nosmp_keeps_one_cpu():
+    rc, lines, log = qemu("smp", smp=2, append="nosmp")
+    assert rc == debug_exit(0), log
+    assert lines[-1] == "smp: 1 of 1 vCPUs checked in", log
 
 
 def test_meminfo_reports_qemu_memory_map():

@@ -86,24 +86,31 @@ def test_modules_resolve_with_dependencies():
 # ---- through /dev/kvm (host or kit) -------------------------------------------------------------------------
 
 def test_realmode_guest_writes_port(tmp_path):
-    """A C program opens /dev/kvm, checks API 12, creates a VM and a vCPU and runs real-mode code that writes
-    '3'+'4' as an ASCII digit to port 0x3f8 and halts: the port bytes must come back exactly."""
+    """A C program opens /dev/kvm, checks API 12, creates a VM and vCPUs and runs real-mode code that writes
+    3+4(+vCPU index) as an ASCII digit to port 0x3f8 and halts: the port bytes must come back exactly. Then
+    the same with 4 vCPUs in parallel threads (an SMP guest)."""
     vt.require_kvm()
     cc = shutil.which("gcc") or shutil.which("cc")
     if cc is None:
         pytest.skip("no C compiler")
     exe = tmp_path / "kvm_realmode"
-    subprocess.run([cc, "-Wall", "-Wextra", "-Werror", "-O1", "-o", str(exe), str(HERE / "kvm_realmode.c")],
-                   check=True)
-    r = vt.run_kvm_script(f"exec {exe} 3 4\n", timeout=120, files=[tmp_path])
+    subprocess.run([cc, "-Wall", "-Wextra", "-Werror", "-O1", "-pthread", "-o", str(exe),
+                    str(HERE / "kvm_realmode.c")], check=True)
+    r = vt.run_kvm_script(f"{exe} 3 4 && echo --- && {exe} 3 4 4\n", timeout=120, files=[tmp_path])
     assert r.returncode == 0, r.text()
-    lines = r.stdout.decode().splitlines()
-    assert lines == [
+    single, smp = r.stdout.decode().split("---\n")
+    assert single.splitlines() == [
         "api 12",
-        "io out port=0x3f8 size=1 count=1 data=0x37",  # '7'
-        "io out port=0x3f8 size=1 count=1 data=0x0a",  # '\n'
-        "hlt rip=0x100c",
+        "vcpu0 io out port=0x3f8 size=1 count=1 data=0x37",  # '7'
+        "vcpu0 io out port=0x3f8 size=1 count=1 data=0x0a",  # '\n'
+        "vcpu0 hlt rip=0x100c",
     ], r.text()
+    expected = ["api 12"]
+    for i in range(4):
+        expected += [f"vcpu{i} io out port=0x3f8 size=1 count=1 data=0x{0x37 + i:02x}",
+                     f"vcpu{i} io out port=0x3f8 size=1 count=1 data=0x0a",
+                     f"vcpu{i} hlt rip=0x100c"]
+    assert smp.splitlines() == expected, r.text()
 
 
 def test_script_status_streams_stdin_env_and_files(tmp_path):
@@ -216,3 +223,49 @@ def test_kit_boot_failure_keeps_console(monkeypatch):
         assert (kept / "boot.sh").exists()
     finally:
         shutil.rmtree(kept, ignore_errors=True)
+
+
+# ---- scripts/kvm-run ------------------------------------------------------------------------------------------
+
+KVM_RUN = vt.SOURCE_DIR / "scripts" / "kvm-run"
+
+
+def kvm_run(args, input=None, env=None):
+    e = dict(os.environ, VIREO_BUILD_DIR=str(vt.BUILD_DIR), VIREO_SOURCE_DIR=str(vt.SOURCE_DIR))
+    e.update(env or {})
+    return subprocess.run(["/usr/bin/python3", str(KVM_RUN), *args], input=input, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, env=e, timeout=300)
+
+
+@pytest.mark.parametrize("args,needle", [
+    ([], "no command given"),
+    (["--timeout"], "--timeout needs a value"),
+    (["--timeout", "soon", "true"], "--timeout: not a number"),
+    (["--timeout", "-1", "true"], "--timeout must be positive"),
+    (["--share", "/no/such/folder", "true"], "--share: no such file or folder"),
+    (["--bogus", "true"], "unknown option --bogus"),
+])
+def test_kvm_run_bad_usage(args, needle):
+    r = kvm_run(args)
+    assert r.returncode == 2
+    err = r.stderr.decode()
+    assert err.count("\n") == 1 and err.startswith("kvm-run: ") and needle in err, err
+    assert r.stdout == b""
+
+
+def test_kvm_run_route_and_kit_only():
+    r = kvm_run(["--route"])
+    route = vt.kvm_route()[0]
+    assert r.stdout.decode().startswith(f"{route}: ")
+    assert r.returncode == (125 if route == "none" else 0)
+    r = kvm_run(["--kit-only", "true"], env={"VIREO_KVM_ROUTE": "none"})
+    assert r.returncode == 125 and b"no /dev/kvm" in r.stderr
+
+
+def test_kvm_run_runs_a_command():
+    vt.require_kvm()
+    r = kvm_run(["sh", "-c", 'echo out; echo err >&2; read x; echo "in=$x"; [ -c /dev/kvm ] && exit 3'],
+                input=b"abc\n")
+    assert r.returncode == 3, (r.stdout, r.stderr)
+    assert r.stdout == b"out\nin=abc\n"
+    assert r.stderr == b"err\n"

@@ -1,4 +1,8 @@
+#include <fcntl.h>
 #include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "block/block.h"
 #include "common/error.h"
@@ -118,26 +122,31 @@ TEST(ImageLocking, InteroperatesWithQemuLocks) {
     EXPECT_NE(r.out.find("lock"), std::string::npos) << r.out;
     EXPECT_EQ(run("qemu-img info -U " + d.path("a.qcow2")).status, 0);
   }
-  // qemu-io holds the image read-write while we try to open it.
-  std::string fifo = d.path("fifo");
-  ASSERT_EQ(run("mkfifo " + fifo).status, 0);
-  std::string cmd = "(qemu-io " + d.path("a.qcow2") + " < " + fifo + " > /dev/null 2>&1 &)";
-  ASSERT_EQ(run(cmd).status, 0);
-  FILE* f = fopen(fifo.c_str(), "w");
-  ASSERT_NE(f, nullptr);
+  // qemu-io holds the image read-write (sleeping) while we try to open it.
+  pid_t pid = fork();
+  if (pid == 0) {
+    int devnull = open("/dev/null", O_WRONLY);
+    dup2(devnull, 1);
+    dup2(devnull, 2);
+    execlp("qemu-io", "qemu-io", "-c", "sleep 20000", d.path("a.qcow2").c_str(), nullptr);
+    _exit(127);
+  }
   bool refused = false;
-  for (int i = 0; i < 50 && !refused; i++) {
+  std::string msg;
+  for (int i = 0; i < 100 && !refused; i++) {
     try {
       open_image(d.path("a.qcow2"), rw());
       usleep(50000);
-    } catch (const vireo::Error&) {
+    } catch (const vireo::Error& e) {
       refused = true;
+      msg = e.what();
     }
   }
   EXPECT_TRUE(refused);
+  EXPECT_NE(msg.find("Failed to get"), std::string::npos) << msg;
   OpenOptions shared = ro();
   shared.force_share = true;
   EXPECT_NO_THROW(open_image(d.path("a.qcow2"), shared));
-  fputs("quit\n", f);
-  fclose(f);
+  kill(pid, SIGKILL);
+  waitpid(pid, nullptr, 0);
 }

@@ -26,7 +26,7 @@ std::string real_kernel() {
   return found;
 }
 
-class RealKernel : public ::testing::Test {
+class BootBzImage : public ::testing::Test {
  protected:
   void SetUp() override {
     path_ = real_kernel();
@@ -49,7 +49,7 @@ class RealKernel : public ::testing::Test {
   uint16_t version_ = 0;
 };
 
-TEST_F(RealKernel, HeaderFieldsMatchIndependentRead) {
+TEST_F(BootBzImage, HeaderFieldsMatchIndependentRead) {
   EXPECT_EQ(le<uint16_t>(bytes_, 0x1fe), 0xaa55);
   EXPECT_EQ(le<uint32_t>(bytes_, 0x202), 0x53726448u);
   EXPECT_EQ(probe_kernel(path_), KernelKind::LinuxBzImage);
@@ -74,7 +74,7 @@ TEST_F(RealKernel, HeaderFieldsMatchIndependentRead) {
   EXPECT_EQ(b.load_addr % align_, 0u);
 }
 
-TEST_F(RealKernel, LoadWritesZeroPageKernelCmdlineInitrdE820) {
+TEST_F(BootBzImage, LoadWritesZeroPageKernelCmdlineInitrdE820) {
   TempDir dir;
   std::vector<uint8_t> initrd(3 * 1024 * 1024 + 123);
   for (size_t i = 0; i < initrd.size(); i++) initrd[i] = static_cast<uint8_t>(i * 7 + (i >> 12));
@@ -148,18 +148,18 @@ TEST_F(RealKernel, LoadWritesZeroPageKernelCmdlineInitrdE820) {
   EXPECT_FALSE(p.long_mode_entry);
 }
 
-TEST_F(RealKernel, TooLittleRamForInitSizeIsAnError) {
+TEST_F(BootBzImage, TooLittleRamForInitSizeIsAnError) {
   auto mem = make_memory(32 << 20);
   expect_error([&] { load(*mem, BootConfig{path_, "", "", 1}); }, "kernel needs RAM");
 }
 
-TEST_F(RealKernel, CmdlineLongerThanCmdlineSizeIsAnError) {
+TEST_F(BootBzImage, CmdlineLongerThanCmdlineSizeIsAnError) {
   auto mem = make_memory(256 << 20);
   std::string longline(le<uint32_t>(bytes_, 0x238) + 10, 'x');
   expect_error([&] { load(*mem, BootConfig{path_, "", longline, 1}); }, "cmdline");
 }
 
-TEST_F(RealKernel, TruncatedCopiesAreRejectedAtManyCutPoints) {
+TEST_F(BootBzImage, TruncatedCopiesAreRejectedAtManyCutPoints) {
   TempDir dir;
   const uint64_t full = setup_size_ + uint64_t{syssize_} * 16;
   std::vector<uint64_t> cuts = {2, 64, 0x1f1, 0x1ff, 0x205, 0x250, 0x28f, 0x290, 0x400, setup_size_ - 1,
@@ -180,7 +180,7 @@ TEST_F(RealKernel, TruncatedCopiesAreRejectedAtManyCutPoints) {
   expect_error([&] { probe_kernel(dir.file("one", {0x4d})); }, "not a bzImage or ELF64 file");
 }
 
-TEST_F(RealKernel, CorruptCopiesGiveSpecificErrors) {
+TEST_F(BootBzImage, CorruptCopiesGiveSpecificErrors) {
   TempDir dir;
   struct Case {
     const char* what;
@@ -211,13 +211,13 @@ TEST_F(RealKernel, CorruptCopiesGiveSpecificErrors) {
   }
 }
 
-TEST(Boot, MissingKernelFile) {
+TEST(BootCommon, MissingKernelFile) {
   std::string msg = expect_error([] { probe_kernel("/nonexistent/vmlinuz"); }, "kernel /nonexistent/vmlinuz: ");
   EXPECT_NE(msg.find("no such file"), std::string::npos) << msg;
   expect_error([] { probe_kernel("/tmp"); }, "is a directory");
 }
 
-TEST(Boot, E820CoversRamAndSkipsTheMmioHole) {
+TEST(BootCommon, E820CoversRamAndSkipsTheMmioHole) {
   auto small = make_memory(64 << 20);
   auto e = build_e820(*small);
   ASSERT_EQ(e.size(), 4u);
@@ -245,7 +245,7 @@ TEST(Boot, E820CoversRamAndSkipsTheMmioHole) {
   EXPECT_EQ(ram, (4ull << 30) - 0x400 - 0x10000 - 0x50000 + 0) << "all RAM except the reserved low areas";
 }
 
-TEST(Boot, MpTableChecksumsAndEntries) {
+TEST(BootCommon, MpTableChecksumsAndEntries) {
   auto mem = make_memory(64 << 20);
   write_mptable(*mem, 4);
   auto fp = gbytes(*mem, addr::kMpTable, 16);

@@ -41,14 +41,14 @@ uint32_t pvh_note_entry(const std::vector<uint8_t>& f) {
   return 0;
 }
 
-class TestGuests : public ::testing::Test {
+class BootTestGuests : public ::testing::Test {
  protected:
   void SetUp() override {
     if (::access(guest("hello").c_str(), R_OK) != 0) GTEST_SKIP() << "test guests not built (" << guest("hello") << ")";
   }
 };
 
-TEST_F(TestGuests, ProbeTellsTestGuestFromPvh) {
+TEST_F(BootTestGuests, ProbeTellsTestGuestFromPvh) {
   EXPECT_EQ(probe_kernel(guest("hello")), KernelKind::TestGuestElf64);
   EXPECT_EQ(probe_kernel(guest("hello_pvh")), KernelKind::PvhElf);
   InputFile f("kernel", guest("hello"));
@@ -58,7 +58,7 @@ TEST_F(TestGuests, ProbeTellsTestGuestFromPvh) {
   EXPECT_EQ(*e.pvh_entry, pvh_note_entry(read_file(guest("hello"))));
 }
 
-TEST_F(TestGuests, LoadHelloSegmentsPageTablesBootPage) {
+TEST_F(BootTestGuests, LoadHelloSegmentsPageTablesBootPage) {
   auto bytes = read_file(guest("hello"));
   auto mem = make_memory(64 << 20);
   // Dirty RAM first so .bss zeroing is really checked.
@@ -132,7 +132,7 @@ TEST_F(TestGuests, LoadHelloSegmentsPageTablesBootPage) {
   EXPECT_EQ(bp.flags, 0u);
 }
 
-TEST_F(TestGuests, LoadPvhStartInfoModulesAndBspState) {
+TEST_F(BootTestGuests, LoadPvhStartInfoModulesAndBspState) {
   auto bytes = read_file(guest("hello_pvh"));
   TempDir dir;
   std::vector<uint8_t> initrd(100000);
@@ -212,7 +212,7 @@ struct ElfBuilder {
   }
 };
 
-TEST(SyntheticElf, MinimalElfLoadsAsTestGuest) {
+TEST(BootSyntheticElf, MinimalElfLoadsAsTestGuest) {
   TempDir dir;
   ElfBuilder e;
   auto p = dir.file("ok.elf", e.bytes());
@@ -224,7 +224,7 @@ TEST(SyntheticElf, MinimalElfLoadsAsTestGuest) {
   EXPECT_EQ(gread<uint8_t>(*mem, 0x200000 + 256), 0);
 }
 
-TEST(SyntheticElf, BrokenFilesGiveOneLineErrors) {
+TEST(BootSyntheticElf, BrokenFilesGiveOneLineErrors) {
   TempDir dir;
   auto mem = make_memory(16 << 20);
   auto try_load = [&](ElfBuilder e, const char* needle) {
@@ -288,7 +288,7 @@ TEST(SyntheticElf, BrokenFilesGiveOneLineErrors) {
   expect_error([&] { probe_kernel(dir.file("short.elf", b)); }, "truncated ELF header");
 }
 
-TEST(SyntheticElf, PvhNoteWithoutVireoNoteMeansPvh) {
+TEST(BootSyntheticElf, PvhNoteWithoutVireoNoteMeansPvh) {
   TempDir dir;
   ElfBuilder e;
   // A note segment in the payload: "Xen" type 18, 8-byte entry.

@@ -71,7 +71,7 @@ std::string error_of(const std::function<void()>& f) {
   return "";
 }
 
-TEST(CpuSpec, ParsesLibvirtModeNames) {
+TEST(CpuModelSpec, ParsesLibvirtModeNames) {
   EXPECT_EQ(parse_cpu_spec("host-passthrough").mode, CpuMode::HostPassthrough);
   EXPECT_EQ(parse_cpu_spec("host-model").mode, CpuMode::HostModel);
   auto c = parse_cpu_spec("custom");
@@ -88,7 +88,7 @@ TEST(CpuSpec, ParsesLibvirtModeNames) {
   EXPECT_NE(error_of([] { parse_cpu_spec(""); }), "");
 }
 
-TEST(Cpuid, HostPassthroughKeepsEverythingKvmSupports) {
+TEST(CpuModelCpuid, HostPassthroughKeepsEverythingKvmSupports) {
   Table host = intel_host();
   Table t = build_cpuid(host, {CpuMode::HostPassthrough, ""}, 0, 1);
   EXPECT_EQ(get(t, 1).ecx & ~(1u << 31), host[1].ecx);
@@ -101,7 +101,7 @@ TEST(Cpuid, HostPassthroughKeepsEverythingKvmSupports) {
   EXPECT_TRUE(find(t, 0x14)) << "PT leaf kept";
 }
 
-TEST(Cpuid, HostModelHidesOnlyNonMigratableBits) {
+TEST(CpuModelCpuid, HostModelHidesOnlyNonMigratableBits) {
   Table host = intel_host();
   Table t = build_cpuid(host, {CpuMode::HostModel, ""}, 0, 1);
   EXPECT_FALSE(bit(get(t, 0x80000007).edx, 8)) << "invariant TSC hidden";
@@ -109,7 +109,7 @@ TEST(Cpuid, HostModelHidesOnlyNonMigratableBits) {
   EXPECT_EQ(get(t, 1).ecx & ~(1u << 31), host[1].ecx);
 }
 
-TEST(Cpuid, Qemu64HidesModernFeatures) {
+TEST(CpuModelCpuid, Qemu64HidesModernFeatures) {
   Table t = build_cpuid(intel_host(), {CpuMode::Custom, "qemu64"}, 0, 1);
   const auto& l1 = get(t, 1);
   EXPECT_TRUE(bit(l1.edx, 25) && bit(l1.edx, 26)) << "sse, sse2";
@@ -142,7 +142,7 @@ TEST(Cpuid, Qemu64HidesModernFeatures) {
   EXPECT_EQ(std::string(brand.c_str()), "QEMU Virtual CPU version 2.5+");
 }
 
-TEST(Cpuid, HaswellKeepsAvx2AndMasksXsave) {
+TEST(CpuModelCpuid, HaswellKeepsAvx2AndMasksXsave) {
   Table t = build_cpuid(intel_host(), {CpuMode::Custom, "Haswell"}, 0, 1);
   EXPECT_TRUE(bit(get(t, 1).ecx, 28)) << "avx";
   EXPECT_TRUE(bit(get(t, 7).ebx, 5)) << "avx2";
@@ -157,7 +157,7 @@ TEST(Cpuid, HaswellKeepsAvx2AndMasksXsave) {
   EXPECT_EQ(get(t, 1).eax, 0x000306c4u);
 }
 
-TEST(Cpuid, ModelNeedingWhatTheHostLacksIsAnError) {
+TEST(CpuModelCpuid, ModelNeedingWhatTheHostLacksIsAnError) {
   Table host = intel_host();
   for (auto& e : host)
     if (e.function == 7 && e.index == 0) e.ebx &= ~((1u << 19) | (1u << 23));  // no adx, no clflushopt
@@ -172,7 +172,7 @@ TEST(Cpuid, ModelNeedingWhatTheHostLacksIsAnError) {
   EXPECT_NE(error_of([] { build_cpuid({}, {CpuMode::HostModel, ""}, 0, 1); }), "");
 }
 
-TEST(Cpuid, EveryModelBuildsOnARichHost) {
+TEST(CpuModelCpuid, EveryModelBuildsOnARichHost) {
   for (const auto& m : known_models()) {
     SCOPED_TRACE(m);
     Table t = build_cpuid(intel_host(), {CpuMode::Custom, m}, 1, 2);
@@ -187,7 +187,7 @@ TEST(Cpuid, EveryModelBuildsOnARichHost) {
   EXPECT_TRUE(bit(get(t, 7).ebx, 29)) << "sha-ni";
 }
 
-TEST(Cpuid, PerVcpuApicIdsAndTopology) {
+TEST(CpuModelCpuid, PerVcpuApicIdsAndTopology) {
   for (uint32_t i = 0; i < 4; i++) {
     Table t = build_cpuid(intel_host(), {CpuMode::HostPassthrough, ""}, i, 4);
     EXPECT_EQ(get(t, 1).ebx >> 24, i) << "initial APIC id";
@@ -219,7 +219,7 @@ TEST(Cpuid, PerVcpuApicIdsAndTopology) {
   EXPECT_NE(error_of([] { build_cpuid(intel_host(), {CpuMode::HostModel, ""}, 4, 4); }), "");
 }
 
-TEST(Cpuid, HypervisorLeaves) {
+TEST(CpuModelCpuid, HypervisorLeaves) {
   Table host = intel_host();
   host.erase(std::remove_if(host.begin(), host.end(), [](auto& e) { return e.function >= 0x40000000 && e.function < 0x40000100; }),
              host.end());

@@ -32,7 +32,7 @@ struct Header {
   uint64_t sector;
 };
 
-class BlkTest : public ::testing::Test {
+class VirtioBlk : public ::testing::Test {
  protected:
   void SetUp() override {
     path_ = std::filesystem::temp_directory_path() / ("vireo-blk-test-" + std::to_string(::getpid()) + ".img");
@@ -108,7 +108,7 @@ class BlkTest : public ::testing::Test {
   std::unique_ptr<GuestRing> ring_;
 };
 
-TEST_F(BlkTest, ConfigSpaceAndFeatures) {
+TEST_F(VirtioBlk, ConfigSpaceAndFeatures) {
   make(false);
   EXPECT_EQ(driver_->config_read(0, 8), kDiskSize / 512);  // capacity in sectors
   EXPECT_EQ(driver_->config_read(20, 4), 512u);              // blk_size
@@ -124,7 +124,7 @@ TEST_F(BlkTest, ConfigSpaceAndFeatures) {
   EXPECT_EQ(h_.ioevents[0].addr, driver_->bar() + driver_->notify_off());
 }
 
-TEST_F(BlkTest, WriteLandsInFileAndReadsBack) {
+TEST_F(VirtioBlk, WriteLandsInFileAndReadsBack) {
   make(false);
   std::vector<uint8_t> pattern(8192);
   for (size_t i = 0; i < pattern.size(); ++i) pattern[i] = static_cast<uint8_t>(0xA5 ^ i ^ (i >> 8));
@@ -145,7 +145,7 @@ TEST_F(BlkTest, WriteLandsInFileAndReadsBack) {
   EXPECT_EQ(back, pattern);
 }
 
-TEST_F(BlkTest, GetIdAndErrors) {
+TEST_F(VirtioBlk, GetIdAndErrors) {
   make(false);
   uint32_t used = 0;
   EXPECT_EQ(request(blk::kTGetId, 0, 0, 20, &used), blk::kSOk);
@@ -160,7 +160,7 @@ TEST_F(BlkTest, GetIdAndErrors) {
   EXPECT_FALSE(dev_->broken());
 }
 
-TEST_F(BlkTest, DiscardAndWriteZeroes) {
+TEST_F(VirtioBlk, DiscardAndWriteZeroes) {
   make(false);
   struct Seg {
     uint64_t sector;
@@ -178,7 +178,7 @@ TEST_F(BlkTest, DiscardAndWriteZeroes) {
   EXPECT_EQ(request(blk::kTDiscard, 0, 16, 0), blk::kSIoErr);
 }
 
-TEST_F(BlkTest, ReadOnlyDisk) {
+TEST_F(VirtioBlk, ReadOnlyDisk) {
   make(true);
   EXPECT_TRUE(driver_->device_features() & bit(blk::kFRo));
   h_.memory().write(kBuf, std::vector<uint8_t>(512, 0x55));
@@ -194,7 +194,7 @@ TEST_F(BlkTest, ReadOnlyDisk) {
   EXPECT_EQ(file_bytes(0, 4), (std::vector<uint8_t>{3, 10, 17, 24}));  // unchanged
 }
 
-TEST_F(BlkTest, MalformedChainBreaksDeviceUntilReset) {
+TEST_F(VirtioBlk, MalformedChainBreaksDeviceUntilReset) {
   make(false);
   // A chain that loops: 0 -> 1 -> 0.
   ring_->set_desc(0, kHdr, 16, kDescFNext, 1);
@@ -219,7 +219,7 @@ TEST_F(BlkTest, MalformedChainBreaksDeviceUntilReset) {
   EXPECT_EQ(request(blk::kTIn, 0, 0, 512), blk::kSOk);
 }
 
-TEST_F(BlkTest, MissingStatusByteBreaksDevice) {
+TEST_F(VirtioBlk, MissingStatusByteBreaksDevice) {
   make(false);
   ring_->set_desc(0, kHdr, 16, 0);  // header only
   ring_->publish(0);
@@ -227,7 +227,7 @@ TEST_F(BlkTest, MissingStatusByteBreaksDevice) {
   ASSERT_TRUE(FakeHooks::wait_for([&] { return dev_->broken(); }));
 }
 
-TEST_F(BlkTest, RejectsLegacyDriver) {
+TEST_F(VirtioBlk, RejectsLegacyDriver) {
   make(false);
   driver_->write_status(0);
   driver_->write_status(kStatusAcknowledge | kStatusDriver);
@@ -236,7 +236,7 @@ TEST_F(BlkTest, RejectsLegacyDriver) {
   EXPECT_FALSE(driver_->status() & kStatusFeaturesOk);
 }
 
-TEST_F(BlkTest, MsixVectorsRouteThroughIrqfd) {
+TEST_F(VirtioBlk, MsixVectorsRouteThroughIrqfd) {
   make(false);
   int slot = driver_->slot();
   uint8_t cap = driver_->msix_cap();
@@ -275,7 +275,7 @@ TEST_F(BlkTest, MsixVectorsRouteThroughIrqfd) {
   EXPECT_EQ(h_.routes[gsi].second, 0x4042u);
 }
 
-TEST_F(BlkTest, MultiQueue) {
+TEST_F(VirtioBlk, MultiQueue) {
   make(false, 2);
   EXPECT_TRUE(driver_->device_features() & bit(blk::kFMq));
   EXPECT_EQ(driver_->config_read(34, 2), 2u);

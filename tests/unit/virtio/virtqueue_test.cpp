@@ -13,19 +13,19 @@ namespace {
 constexpr uint64_t kAll = bit(kFIndirectDesc) | bit(kFEventIdx) | bit(kFVersion1);
 constexpr uint64_t kRing = 0x10000, kData = 0x100000, kTable = 0x80000;
 
-class VirtqueueTest : public ::testing::Test {
+class VirtioQueue : public ::testing::Test {
  protected:
-  VirtqueueTest() : mem(MemoryConfig{.size = 4 << 20, .thp = false, .name = "vq-test"}), ring(mem, kRing, 8) {}
+  VirtioQueue() : mem(MemoryConfig{.size = 4 << 20, .thp = false, .name = "vq-test"}), ring(mem, kRing, 8) {}
   GuestMemory mem;
   GuestRing ring;
 };
 
-TEST_F(VirtqueueTest, EmptyQueuePopsNothing) {
+TEST_F(VirtioQueue, EmptyQueuePopsNothing) {
   SplitQueue q(mem, ring.config(), kAll);
   EXPECT_FALSE(q.pop().has_value());
 }
 
-TEST_F(VirtqueueTest, ChainReadableThenWritable) {
+TEST_F(VirtioQueue, ChainReadableThenWritable) {
   ring.set_desc(0, kData, 16, kDescFNext, 3);
   ring.set_desc(3, kData + 0x1000, 512, kDescFNext | kDescFWrite, 5);
   ring.set_desc(5, kData + 0x2000, 1, kDescFWrite);
@@ -47,7 +47,7 @@ TEST_F(VirtqueueTest, ChainReadableThenWritable) {
   EXPECT_EQ(ring.used(0).len, 513u);
 }
 
-TEST_F(VirtqueueTest, IndirectTable) {
+TEST_F(VirtioQueue, IndirectTable) {
   ring.set_indirect(kTable, 0, kData, 16, kDescFNext, 2);
   ring.set_indirect(kTable, 2, kData + 0x100, 100, kDescFNext | kDescFWrite, 1);
   ring.set_indirect(kTable, 1, kData + 0x200, 1, kDescFWrite);
@@ -63,7 +63,7 @@ TEST_F(VirtqueueTest, IndirectTable) {
   EXPECT_EQ(c->writable[1].addr, kData + 0x200);
 }
 
-TEST_F(VirtqueueTest, WrapAroundManyBuffers) {
+TEST_F(VirtioQueue, WrapAroundManyBuffers) {
   SplitQueue q(mem, ring.config(), kAll);
   for (int round = 0; round < 70000; round += 1) {  // crosses the 16-bit index wrap
     uint16_t head = round % 8;
@@ -77,7 +77,7 @@ TEST_F(VirtqueueTest, WrapAroundManyBuffers) {
   EXPECT_EQ(ring.used_idx(), static_cast<uint16_t>(70000));
 }
 
-TEST_F(VirtqueueTest, NotificationSuppressionWithoutEventIdx) {
+TEST_F(VirtioQueue, NotificationSuppressionWithoutEventIdx) {
   SplitQueue q(mem, ring.config(), bit(kFVersion1));
   ring.set_desc(0, kData, 8, 0);
   ring.publish(0);
@@ -93,7 +93,7 @@ TEST_F(VirtqueueTest, NotificationSuppressionWithoutEventIdx) {
   EXPECT_EQ(ring.used_flags(), 0);
 }
 
-TEST_F(VirtqueueTest, EventIdx) {
+TEST_F(VirtioQueue, EventIdx) {
   SplitQueue q(mem, ring.config(), kAll);
   for (uint16_t i = 0; i < 4; ++i) {
     ring.set_desc(i, kData, 8, 0);
@@ -119,7 +119,7 @@ TEST_F(VirtqueueTest, EventIdx) {
   EXPECT_TRUE(q.enable_notifications());
 }
 
-TEST_F(VirtqueueTest, CopyAcrossSegments) {
+TEST_F(VirtioQueue, CopyAcrossSegments) {
   std::vector<uint8_t> pattern(300);
   for (size_t i = 0; i < pattern.size(); ++i) pattern[i] = static_cast<uint8_t>(i);
   std::vector<Segment> segs{{kData, 100}, {kData + 0x1000, 50}, {kData + 0x2000, 200}};
@@ -134,7 +134,7 @@ TEST_F(VirtqueueTest, CopyAcrossSegments) {
 
 // ---- configuration validation
 
-TEST_F(VirtqueueTest, RejectsBadSizes) {
+TEST_F(VirtioQueue, RejectsBadSizes) {
   for (uint16_t size : {0, 3, 100}) {
     QueueConfig c = ring.config();
     c.size = size;
@@ -145,7 +145,7 @@ TEST_F(VirtqueueTest, RejectsBadSizes) {
   EXPECT_THROW(SplitQueue(mem, c, kAll), QueueError);
 }
 
-TEST_F(VirtqueueTest, RejectsMisalignedOrOutsideRings) {
+TEST_F(VirtioQueue, RejectsMisalignedOrOutsideRings) {
   QueueConfig c = ring.config();
   c.desc_addr += 8;
   EXPECT_THROW(SplitQueue(mem, c, kAll), QueueError);
@@ -165,20 +165,20 @@ TEST_F(VirtqueueTest, RejectsMisalignedOrOutsideRings) {
 
 // ---- malformed chains
 
-TEST_F(VirtqueueTest, RejectsHeadOutOfRange) {
+TEST_F(VirtioQueue, RejectsHeadOutOfRange) {
   ring.publish(8);
   SplitQueue q(mem, ring.config(), kAll);
   EXPECT_THROW(q.pop(), QueueError);
 }
 
-TEST_F(VirtqueueTest, RejectsNextOutOfRange) {
+TEST_F(VirtioQueue, RejectsNextOutOfRange) {
   ring.set_desc(0, kData, 8, kDescFNext, 9);
   ring.publish(0);
   SplitQueue q(mem, ring.config(), kAll);
   EXPECT_THROW(q.pop(), QueueError);
 }
 
-TEST_F(VirtqueueTest, RejectsLoop) {
+TEST_F(VirtioQueue, RejectsLoop) {
   ring.set_desc(0, kData, 8, kDescFNext, 1);
   ring.set_desc(1, kData, 8, kDescFNext, 0);
   ring.publish(0);
@@ -186,21 +186,21 @@ TEST_F(VirtqueueTest, RejectsLoop) {
   EXPECT_THROW(q.pop(), QueueError);
 }
 
-TEST_F(VirtqueueTest, RejectsBufferOutsideRam) {
+TEST_F(VirtioQueue, RejectsBufferOutsideRam) {
   ring.set_desc(0, (4 << 20) - 4, 8, 0);
   ring.publish(0);
   SplitQueue q(mem, ring.config(), kAll);
   EXPECT_THROW(q.pop(), QueueError);
 }
 
-TEST_F(VirtqueueTest, RejectsHugeLengthWrap) {
+TEST_F(VirtioQueue, RejectsHugeLengthWrap) {
   ring.set_desc(0, 0xFFFF'FFFF'FFFF'F000ull, 0x2000, 0);
   ring.publish(0);
   SplitQueue q(mem, ring.config(), kAll);
   EXPECT_THROW(q.pop(), QueueError);
 }
 
-TEST_F(VirtqueueTest, RejectsReadableAfterWritable) {
+TEST_F(VirtioQueue, RejectsReadableAfterWritable) {
   ring.set_desc(0, kData, 8, kDescFNext | kDescFWrite, 1);
   ring.set_desc(1, kData, 8, 0);
   ring.publish(0);
@@ -208,13 +208,13 @@ TEST_F(VirtqueueTest, RejectsReadableAfterWritable) {
   EXPECT_THROW(q.pop(), QueueError);
 }
 
-TEST_F(VirtqueueTest, RejectsAvailIndexJump) {
+TEST_F(VirtioQueue, RejectsAvailIndexJump) {
   ring.set_avail_idx(9);  // more than the queue size ahead
   SplitQueue q(mem, ring.config(), kAll);
   EXPECT_THROW(q.pop(), QueueError);
 }
 
-TEST_F(VirtqueueTest, RejectsIndirectWithoutFeature) {
+TEST_F(VirtioQueue, RejectsIndirectWithoutFeature) {
   ring.set_indirect(kTable, 0, kData, 8, 0);
   ring.set_desc(0, kTable, 16, kDescFIndirect);
   ring.publish(0);
@@ -222,7 +222,7 @@ TEST_F(VirtqueueTest, RejectsIndirectWithoutFeature) {
   EXPECT_THROW(q.pop(), QueueError);
 }
 
-TEST_F(VirtqueueTest, RejectsIndirectInIndirect) {
+TEST_F(VirtioQueue, RejectsIndirectInIndirect) {
   ring.set_indirect(kTable, 0, kTable + 0x100, 16, kDescFIndirect);
   ring.set_desc(0, kTable, 16, kDescFIndirect);
   ring.publish(0);
@@ -230,7 +230,7 @@ TEST_F(VirtqueueTest, RejectsIndirectInIndirect) {
   EXPECT_THROW(q.pop(), QueueError);
 }
 
-TEST_F(VirtqueueTest, RejectsIndirectWithNext) {
+TEST_F(VirtioQueue, RejectsIndirectWithNext) {
   ring.set_indirect(kTable, 0, kData, 8, 0);
   ring.set_desc(0, kTable, 16, kDescFIndirect | kDescFNext, 1);
   ring.set_desc(1, kData, 8, 0);
@@ -239,7 +239,7 @@ TEST_F(VirtqueueTest, RejectsIndirectWithNext) {
   EXPECT_THROW(q.pop(), QueueError);
 }
 
-TEST_F(VirtqueueTest, RejectsBadIndirectTables) {
+TEST_F(VirtioQueue, RejectsBadIndirectTables) {
   for (uint32_t len : {0u, 15u, 24u}) {
     GuestRing r(mem, kRing + 0x4000, 8);
     r.set_desc(0, kTable, len, kDescFIndirect);

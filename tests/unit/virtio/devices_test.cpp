@@ -1,0 +1,334 @@
+// rng, console and balloon through the virtio-mmio transport; option parsing; VirtioDevices assembly.
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include "unit/virtio/test_driver.h"
+#include "virtio/balloon.h"
+#include "virtio/console.h"
+#include "virtio/rng.h"
+#include "virtio/virtio_devices.h"
+#include "virtio/virtio_mmio.h"
+
+using namespace vireo;
+using namespace vireo::virtio;
+using namespace vireo::virtio::testing;
+
+namespace {
+
+constexpr uint64_t kBase = 0xD000'0000;
+constexpr uint64_t kRing = 0x100000, kBuf = 0x200000;
+constexpr uint64_t kModern = bit(kFVersion1) | bit(kFEventIdx) | bit(kFIndirectDesc);
+
+class MmioRig {
+ public:
+  template <typename Make>
+  explicit MmioRig(Make make) {
+    dev = make(h.memory());
+    mmio = std::make_shared<VirtioMmioDevice>(h, dev, kBase);
+    h.mmio_bus().insert(kBase, VirtioMmioDevice::kWindowSize, mmio);
+    dev->start();
+    driver = std::make_unique<MmioDriver>(h, kBase);
+  }
+  ~MmioRig() {
+    h.mmio_bus().remove(kBase);
+    mmio.reset();
+    dev.reset();
+  }
+  FakeHooks h;
+  std::shared_ptr<VirtioDevice> dev;
+  std::shared_ptr<VirtioMmioDevice> mmio;
+  std::unique_ptr<MmioDriver> driver;
+};
+
+TEST(VirtioMmio, RegistersRngAndInterrupts) {
+  MmioRig rig([](GuestMemory& m) { return std::make_shared<RngDevice>(m, "rng0"); });
+  MmioDriver& d = *rig.driver;
+  EXPECT_EQ(d.reg(0x000), 0x74726976u);
+  EXPECT_EQ(d.reg(0x004), 2u);
+  EXPECT_EQ(d.reg(0x008), kTypeRng);
+  EXPECT_EQ(rig.mmio->cmdline_entry(), fmt::format("virtio_mmio.device=4K@0xd0000000:{}", rig.mmio->irq()));
+  EXPECT_EQ(d.queue_max(0), 256);
+  EXPECT_EQ(d.queue_max(1), 0);  // no such queue
+  // Doorbell: one ioeventfd at QueueNotify with datamatch = queue index.
+  ASSERT_EQ(rig.h.ioevents.size(), 1u);
+  EXPECT_EQ(rig.h.ioevents[0].addr, kBase + 0x50);
+  EXPECT_EQ(rig.h.ioevents[0].datamatch, std::optional<uint64_t>(0));
+  GuestRing ring(rig.h.memory(), kRing, 8);
+  ASSERT_TRUE(d.init(kModern, {&ring}) & kStatusDriverOk);
+  EXPECT_EQ(d.reg(0x044), 1u);  // QueueReady
+  EXPECT_EQ(d.reg(0x080), kRing);
+  ring.set_desc(0, kBuf, 64, kDescFWrite);
+  ring.set_desc(1, kBuf + 64, 64, kDescFWrite);
+  ring.publish(0);
+  ring.publish(1);
+  d.notify(0);
+  ASSERT_TRUE(FakeHooks::wait_for([&] { return ring.used_idx() == 2; }));
+  EXPECT_EQ(rig.h.ioeventfd_hits, 1);
+  EXPECT_EQ(ring.used(0).len, 64u);
+  std::vector<uint8_t> a(64), b(64);
+  rig.h.memory().read(kBuf, a);
+  rig.h.memory().read(kBuf + 64, b);
+  EXPECT_NE(a, b);  // random bytes (2^-512 chance of a false failure)
+  EXPECT_NE(a, std::vector<uint8_t>(64, 0));
+  // Used-buffer interrupt: level line up, InterruptStatus bit 0; ACK lowers the line.
+  ASSERT_TRUE(FakeHooks::wait_for([&] { return rig.h.line(rig.mmio->irq()); }));
+  EXPECT_EQ(d.reg(0x060) & 1, 1u);
+  d.set_reg(0x064, 1);
+  EXPECT_FALSE(rig.h.line(rig.mmio->irq()));
+  EXPECT_EQ(d.reg(0x060), 0u);
+  // Reset clears everything.
+  d.write_status(0);
+  EXPECT_EQ(d.reg(0x070), 0u);
+  EXPECT_EQ(d.reg(0x044), 0u);
+}
+
+TEST(VirtioMmio, BadRingAddressBreaksDevice) {
+  MmioRig rig([](GuestMemory& m) { return std::make_shared<RngDevice>(m, "rng0"); });
+  MmioDriver& d = *rig.driver;
+  QueueConfig c{8, 0xFFFF'0000'0000ull, kRing + 0x1000, kRing + 0x2000};  // descriptors outside RAM
+  d.write_status(kStatusAcknowledge | kStatusDriver);
+  d.write_driver_features(bit(kFVersion1));
+  d.write_status(kStatusAcknowledge | kStatusDriver | kStatusFeaturesOk);
+  d.setup_queue(0, c);
+  d.write_status(kStatusAcknowledge | kStatusDriver | kStatusFeaturesOk | kStatusDriverOk);
+  EXPECT_TRUE(d.status() & kStatusNeedsReset);
+  EXPECT_TRUE(rig.dev->broken());
+  EXPECT_EQ(d.reg(0x060) & 2, 2u);  // config change interrupt
+  // Queue sizes that are not a power of two are rejected the same way after a reset.
+  GuestRing ring(rig.h.memory(), kRing, 8);
+  QueueConfig bad = ring.config();
+  bad.size = 6;
+  d.write_status(0);
+  EXPECT_FALSE(rig.dev->broken());
+  d.write_status(kStatusAcknowledge | kStatusDriver);
+  d.write_driver_features(bit(kFVersion1));
+  d.write_status(kStatusAcknowledge | kStatusDriver | kStatusFeaturesOk);
+  d.setup_queue(0, bad);
+  EXPECT_TRUE(rig.dev->broken());
+}
+
+TEST(VirtioConsole, EchoThroughPipes) {
+  int in[2], out[2];
+  ASSERT_EQ(::pipe2(in, O_NONBLOCK | O_CLOEXEC), 0);
+  ASSERT_EQ(::pipe2(out, O_CLOEXEC), 0);
+  ConsoleBackendSpec spec;
+  spec.kind = ConsoleBackendSpec::Kind::Fds;
+  spec.in_fd = in[0];
+  spec.out_fd = out[1];
+  {
+    MmioRig rig([&](GuestMemory& m) { return std::make_shared<ConsoleDevice>(m, "console0", spec); });
+    MmioDriver& d = *rig.driver;
+    EXPECT_EQ(d.reg(0x008), kTypeConsole);
+    EXPECT_EQ(d.config_read(4, 4), 1u);  // max_nr_ports
+    GuestRing rx(rig.h.memory(), kRing, 8), tx(rig.h.memory(), kRing + 0x10000, 8);
+    ASSERT_TRUE(d.init(kModern, {&rx, &tx}) & kStatusDriverOk);
+    // Guest -> host.
+    const char msg[] = "hello from the guest\n";
+    rig.h.memory().write(kBuf, std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(msg), sizeof msg - 1));
+    tx.set_desc(0, kBuf, sizeof msg - 1, 0);
+    tx.publish(0);
+    d.notify(1);
+    char got[64] = {};
+    ASSERT_EQ(::read(out[0], got, sizeof msg - 1), static_cast<ssize_t>(sizeof msg - 1));
+    EXPECT_STREQ(got, msg);
+    ASSERT_TRUE(FakeHooks::wait_for([&] { return tx.used_idx() == 1; }));
+    // Host -> guest: data waits in the pipe until the guest posts a buffer.
+    ASSERT_EQ(::write(in[1], "typed", 5), 5);
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    EXPECT_EQ(rx.used_idx(), 0);
+    rx.set_desc(0, kBuf + 0x1000, 3, kDescFWrite);
+    rx.set_desc(1, kBuf + 0x2000, 64, kDescFWrite);
+    rx.publish(0);
+    d.notify(0);
+    ASSERT_TRUE(FakeHooks::wait_for([&] { return rx.used_idx() == 1; }));
+    EXPECT_EQ(rx.used(0).len, 3u);  // only what fits
+    rx.publish(1);
+    d.notify(0);
+    ASSERT_TRUE(FakeHooks::wait_for([&] { return rx.used_idx() == 2; }));
+    EXPECT_EQ(rx.used(1).len, 2u);
+    char a[4] = {}, b[4] = {};
+    rig.h.memory().read(kBuf + 0x1000, std::span<uint8_t>(reinterpret_cast<uint8_t*>(a), 3));
+    rig.h.memory().read(kBuf + 0x2000, std::span<uint8_t>(reinterpret_cast<uint8_t*>(b), 2));
+    EXPECT_STREQ(a, "typ");
+    EXPECT_STREQ(b, "ed");
+  }
+  for (int fd : {in[0], in[1], out[0], out[1]}) ::close(fd);
+}
+
+long rss_kib() {
+  std::ifstream f("/proc/self/statm");
+  long size, res;
+  f >> size >> res;
+  return res * (sysconf(_SC_PAGESIZE) / 1024);
+}
+
+TEST(VirtioBalloon, InflateDiscardsPagesAndStats) {
+  MmioRig rig([](GuestMemory& m) { return std::make_shared<BalloonDevice>(m, "balloon0"); });
+  auto* balloon = static_cast<BalloonDevice*>(rig.dev.get());
+  MmioDriver& d = *rig.driver;
+  EXPECT_EQ(d.reg(0x008), kTypeBalloon);
+  uint64_t f = d.device_features();
+  EXPECT_TRUE(f & bit(balloon_bits::kFStatsVq));
+  EXPECT_TRUE(f & bit(balloon_bits::kFPageReporting));
+  // Touch 4 MiB of guest RAM at 8 MiB with a pattern.
+  constexpr uint64_t kArea = 8 << 20, kLen = 4 << 20;
+  rig.h.memory().write(kArea, std::vector<uint8_t>(kLen, 0x77));
+  GuestRing inflate(rig.h.memory(), kRing, 8), deflate(rig.h.memory(), kRing + 0x10000, 8),
+      stats(rig.h.memory(), kRing + 0x20000, 8), report(rig.h.memory(), kRing + 0x30000, 8);
+  ASSERT_TRUE(d.init(kModern | bit(balloon_bits::kFStatsVq) | bit(balloon_bits::kFPageReporting),
+                     {&inflate, &deflate, &stats, &report}) & kStatusDriverOk);
+  long before = rss_kib();
+  // Inflate the first 2 MiB (512 pfns).
+  std::vector<uint32_t> pfns;
+  for (uint32_t i = 0; i < 512; ++i) pfns.push_back(static_cast<uint32_t>(kArea / 4096) + i);
+  rig.h.memory().write(kBuf, std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(pfns.data()), pfns.size() * 4));
+  inflate.set_desc(0, kBuf, static_cast<uint32_t>(pfns.size() * 4), 0);
+  inflate.publish(0);
+  d.notify(0);
+  ASSERT_TRUE(FakeHooks::wait_for([&] { return inflate.used_idx() == 1; }));
+  EXPECT_EQ(balloon->discarded_bytes(), 2u << 20);
+  EXPECT_EQ(rig.h.memory().read_obj<uint8_t>(kArea), 0);                   // dropped page reads as zero
+  EXPECT_EQ(rig.h.memory().read_obj<uint8_t>(kArea + (2 << 20)), 0x77);    // the rest is intact
+  long after = rss_kib();
+  EXPECT_LT(after, before - 1024) << "RSS did not drop by >= 1 MiB (before " << before << " KiB, after " << after << ")";
+  // Free page reporting: a writable 1 MiB range is discarded too.
+  report.set_desc(0, kArea + (2 << 20), 1 << 20, kDescFWrite);
+  report.publish(0);
+  d.notify(3);
+  ASSERT_TRUE(FakeHooks::wait_for([&] { return report.used_idx() == 1; }));
+  EXPECT_EQ(balloon->discarded_bytes(), 3u << 20);
+  EXPECT_EQ(rig.h.memory().read_obj<uint8_t>(kArea + (2 << 20)), 0);
+  // Stats: the device keeps the buffer; values are parsed.
+  uint8_t entry[20] = {};
+  uint16_t tag = 4;  // VIRTIO_BALLOON_S_MEMFREE
+  uint64_t val = 123456789;
+  std::memcpy(entry, &tag, 2);
+  std::memcpy(entry + 2, &val, 8);
+  tag = 5;  // MEMTOT
+  val = 987654321;
+  std::memcpy(entry + 10, &tag, 2);
+  std::memcpy(entry + 12, &val, 8);
+  rig.h.memory().write(kBuf + 0x8000, entry);
+  stats.set_desc(0, kBuf + 0x8000, sizeof entry, 0);
+  stats.publish(0);
+  d.notify(2);
+  ASSERT_TRUE(FakeHooks::wait_for([&] { return balloon->stats().size() == 2; }));
+  EXPECT_EQ(balloon->stats()[4], 123456789u);
+  EXPECT_EQ(balloon->stats()[5], 987654321u);
+  EXPECT_EQ(stats.used_idx(), 0);
+  balloon->request_stats();
+  EXPECT_EQ(stats.used_idx(), 1);
+  // Target and actual.
+  balloon->set_target_pages(100);
+  EXPECT_EQ(d.config_read(0, 4), 100u);
+  d.config_write(4, 60, 4);
+  EXPECT_EQ(balloon->actual_pages(), 60u);
+  d.config_write(0, 5, 4);  // num_pages is read-only for the driver
+  EXPECT_EQ(d.config_read(0, 4), 100u);
+}
+
+// ---- options
+
+TEST(VirtioOptions, ParseDisk) {
+  auto d = parse_disk("path=/x.img,format=raw,readonly=on,cache=none,serial=S1,queues=4");
+  EXPECT_EQ(d.path, "/x.img");
+  EXPECT_EQ(d.format, "raw");
+  EXPECT_TRUE(d.read_only);
+  EXPECT_TRUE(d.direct);
+  EXPECT_EQ(d.serial, "S1");
+  EXPECT_EQ(d.queues, 4);
+  EXPECT_FALSE(parse_disk("path=a").read_only);
+  auto msg = [](auto fn) {
+    try {
+      fn();
+    } catch (const Error& e) {
+      return std::string(e.what());
+    }
+    return std::string("no error");
+  };
+  EXPECT_EQ(msg([] { parse_disk("path=a,fromat=raw"); }), "--disk: unknown key 'fromat'");
+  EXPECT_EQ(msg([] { parse_disk("format=raw"); }), "--disk: path= is required");
+  EXPECT_EQ(msg([] { parse_disk("path=a,readonly=maybe"); }), "--disk: readonly must be on or off, not 'maybe'");
+  EXPECT_EQ(msg([] { parse_disk("path=a,format=vmdk"); }), "--disk: format must be raw or qcow2, not 'vmdk'");
+  EXPECT_EQ(msg([] { parse_disk("path=a,queues=0"); }), "--disk: queues must be 1-64, not 0");
+  EXPECT_EQ(msg([] { parse_disk("path=a,serial=123456789012345678901"); }),
+            "--disk: serial is at most 20 characters ('123456789012345678901' has 21)");
+  EXPECT_EQ(msg([] { parse_disk("path=a,,readonly=on"); }), "--disk: empty item in 'path=a,,readonly=on'");
+}
+
+TEST(VirtioOptions, ParseNetConsoleTransport) {
+  auto n = parse_net("tap=vtap0,mac=52:54:00:aa:bb:cc,queues=2");
+  EXPECT_EQ(n.tap, "vtap0");
+  EXPECT_EQ(*n.mac, (std::array<uint8_t, 6>{0x52, 0x54, 0x00, 0xaa, 0xbb, 0xcc}));
+  EXPECT_EQ(n.queues, 2);
+  EXPECT_THROW(parse_net("mac=52:54:00:aa:bb:cc"), Error);
+  EXPECT_THROW(parse_net("tap=x,mac=52:54:00:aa:bb"), Error);
+  EXPECT_THROW(parse_net("tap=x,mac=01:54:00:aa:bb:cc"), Error);  // multicast
+  EXPECT_THROW(parse_net("tap=x,mac=52:54:00:aa:bb:zz"), Error);
+  EXPECT_THROW(parse_net("tap=waytoolonginterfacename"), Error);
+  EXPECT_EQ(parse_console("stdio").kind, ConsoleBackendSpec::Kind::Stdio);
+  EXPECT_EQ(parse_console("pty").kind, ConsoleBackendSpec::Kind::Pty);
+  auto u = parse_console("unix=/tmp/c.sock");
+  EXPECT_EQ(u.kind, ConsoleBackendSpec::Kind::Unix);
+  EXPECT_EQ(u.path, "/tmp/c.sock");
+  EXPECT_THROW(parse_console("file=/x"), Error);
+  EXPECT_THROW(parse_console("unix="), Error);
+  EXPECT_EQ(parse_transport("pci"), Transport::Pci);
+  EXPECT_EQ(parse_transport("mmio"), Transport::Mmio);
+  EXPECT_THROW(parse_transport("ccw"), Error);
+}
+
+TEST(VirtioDevicesAssembly, PciAndMmio) {
+  auto path = std::filesystem::temp_directory_path() / ("vireo-vd-" + std::to_string(::getpid()) + ".img");
+  { std::ofstream(path).write(std::string(65536, 'x').data(), 65536); }
+  for (Transport t : {Transport::Pci, Transport::Mmio}) {
+    FakeHooks h;
+    VirtioOptions o;
+    o.transport = t;
+    o.disks.push_back(parse_disk("path=" + path.string() + ",format=raw,serial=abc"));
+    o.rng = true;
+    o.balloon = true;
+    {
+      VirtioDevices vd(h, o);
+      EXPECT_EQ(vd.count(), 3u);
+      ASSERT_EQ(h.devices.size(), 3u);
+      EXPECT_EQ(h.devices[0].type, "virtio-blk");
+      EXPECT_EQ(h.devices[0].id, "disk0");
+      EXPECT_EQ(h.devices[1].type, "virtio-rng");
+      EXPECT_EQ(h.devices[2].type, "virtio-balloon");
+      if (t == Transport::Pci) {
+        EXPECT_EQ(h.devices[0].details.rfind("pci 00:01.0", 0), 0u) << h.devices[0].details;
+        PciDriver blk(h, 0x1042), rng(h, 0x1044), bal(h, 0x1045);
+        EXPECT_EQ(blk.slot(), 1);
+        EXPECT_EQ(rng.slot(), 2);
+        EXPECT_EQ(bal.slot(), 3);
+        EXPECT_EQ(blk.config_read(0, 8), 128u);
+        EXPECT_TRUE(h.cmdline.empty());
+      } else {
+        EXPECT_NE(h.cmdline.find("virtio_mmio.device=4K@0xd0000000:"), std::string::npos) << h.cmdline;
+        EXPECT_NE(h.cmdline.find("virtio_mmio.device=4K@0xd0002000:"), std::string::npos) << h.cmdline;
+        MmioDriver blk(h, 0xd0000000);
+        EXPECT_EQ(blk.reg(0x008), kTypeBlock);
+        EXPECT_EQ(blk.config_read(0, 8), 128u);
+      }
+    }
+    // Everything unwired: the buses are empty again, doorbells removed.
+    EXPECT_TRUE(h.ioevents.empty());
+    EXPECT_EQ(h.mmio_read(0xd0000000, 4), 0xffffffffu);
+  }
+  std::filesystem::remove(path);
+}
+
+TEST(VirtioDevicesAssembly, MissingDiskIsAnError) {
+  FakeHooks h;
+  VirtioOptions o;
+  o.disks.push_back(parse_disk("path=/nonexistent/disk.img"));
+  EXPECT_THROW(VirtioDevices(h, o), Error);
+}
+
+}  // namespace
