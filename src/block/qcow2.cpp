@@ -595,7 +595,7 @@ void Qcow2Image::State::decompress(uint64_t entry, std::vector<uint8_t>& out) {
     out = dcache;
     return;
   }
-  if (off + len < off || off + len > file->length())
+  if (off >= file->length())
     corrupt(fmt::format("compressed cluster at {} lies beyond the end of the file", hex(off)));
   std::vector<uint8_t> in(len);
   file->pread_full(off, in);
@@ -976,7 +976,8 @@ void Qcow2Image::State::fix_copied_flags(CheckResult* res, bool fix) {
         dirty_l1_sectors.insert(i * 8 / 512);
       }
     }
-    if (r != 1) continue;  // a shared table is not ours to change; its entries carry no COPIED flags
+    // Shared tables are fixed in place too: COPIED is meaningless in snapshot views, and every data
+    // cluster of a shared table has refcount >= 2 so its flags can only be cleared.
     L2Table& t = get_l2(off);
     for (uint64_t k = 0; k < l2_entries(); k++) {
       uint64_t e = l2_word(t, k);
@@ -1934,7 +1935,9 @@ CheckResult Qcow2Image::check(RepairMode repair) {
   res.total_clusters = div_round_up(s.size, s.cs);
   uint64_t next_contig = 0;
   s.walk_tree(s.l1, [&](uint64_t host, int kind, uint64_t) {
-    if (kind == 1) {
+    if (kind == 0) {
+      next_contig = 0;  // qemu counts contiguity within one L2 table
+    } else if (kind == 1) {
       res.allocated_clusters++;
       if (next_contig && host != next_contig) res.fragmented_clusters++;
       next_contig = host + s.cs;

@@ -462,6 +462,7 @@ int cmd_convert(int argc, char** argv) {
     block::CreateOptions c;
     try {
       c = create_options_from(out_fmt, opts);
+      validate_create_options(c);
     } catch (const Error& e) {
       die(fmt::format("{}: {}", out_name, e.what()));
     }

@@ -92,6 +92,7 @@ int cmd_create(int argc, char** argv) {
   if (!quiet) std::printf("%s\n", formatting_line(filename, c, opts).c_str());
   std::fflush(stdout);
   try {
+    validate_create_options(c);
     block::create_image(filename, c);
   } catch (const Error& e) {
     die(fmt::format("{}: {}", filename, e.what()));

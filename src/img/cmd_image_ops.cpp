@@ -17,6 +17,12 @@ namespace {
 
 block::Qcow2Image* as_qcow2(block::BlockImage& img) { return dynamic_cast<block::Qcow2Image*>(&img); }
 
+bool has_snapshot(block::Qcow2Image& q, const std::string& name_or_id) {
+  for (const auto& s : q.snapshots())
+    if (s.name == name_or_id || s.id == name_or_id) return true;
+  return false;
+}
+
 }  // namespace
 
 int cmd_snapshot(int argc, char** argv) {
@@ -74,6 +80,8 @@ int cmd_snapshot(int argc, char** argv) {
         break;
       case APPLY:
         if (!q) die(fmt::format("Could not apply snapshot '{}': Operation not supported", name));
+        if (!has_snapshot(*q, name))
+          die(fmt::format("Could not apply snapshot '{}': Failed to load snapshot: No such file or directory", name));
         try {
           q->snapshot_apply(name);
           q->flush();
@@ -83,6 +91,7 @@ int cmd_snapshot(int argc, char** argv) {
         break;
       case DELETE:
         if (!q) die(fmt::format("Could not delete snapshot '{}': Operation not supported", name));
+        if (!has_snapshot(*q, name)) die(fmt::format("Could not delete snapshot '{}': snapshot not found", name));
         try {
           q->snapshot_delete(name);
           q->flush();

@@ -9,8 +9,15 @@
 #include <thread>
 #include <vector>
 
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <map>
+
 #include "block/qcow2.h"
 #include "common/error.h"
+#include "common/fd.h"
 #include "img/cli.h"
 #include "img/convert_plan.h"
 
@@ -136,6 +143,50 @@ int cmd_compare(int argc, char** argv) {
 
 namespace {
 
+// qemu asks the host file too: allocated qcow2 data that sits in a hole of the image file (preallocated
+// metadata, punched clusters) reads as zeroes and is reported "zero": true, "data": true. Splits `e`
+// (a qcow2 data extent with a host offset in `file`) at the file's data/hole boundaries.
+class HoleProbe {
+ public:
+  std::vector<block::Extent> refine(const block::Extent& e, const std::string& file) {
+    if (!e.data || e.zero || !e.host_offset || e.compressed) return {e};
+    auto it = fds_.find(file);
+    if (it == fds_.end()) it = fds_.emplace(file, UniqueFd(::open(file.c_str(), O_RDONLY | O_CLOEXEC))).first;
+    const int fd = it->second.get();
+    if (fd < 0) return {e};
+    std::vector<block::Extent> out;
+    const uint64_t h0 = *e.host_offset, end = h0 + e.length;
+    uint64_t pos = h0;
+    auto emit = [&](uint64_t a, uint64_t b, bool hole) {
+      block::Extent x = e;
+      x.offset = e.offset + (a - h0);
+      x.length = b - a;
+      x.host_offset = a;
+      x.zero = hole;
+      out.push_back(x);
+    };
+    while (pos < end) {
+      off_t d = ::lseek(fd, static_cast<off_t>(pos), SEEK_DATA);
+      uint64_t data_at = d < 0 ? end : std::min<uint64_t>(static_cast<uint64_t>(d), end);
+      if (d < 0 && errno != ENXIO) return {e};
+      if (data_at > pos) {
+        emit(pos, data_at, true);
+        pos = data_at;
+        continue;
+      }
+      off_t hl = ::lseek(fd, static_cast<off_t>(pos), SEEK_HOLE);
+      uint64_t hole_at = hl < 0 ? end : std::min<uint64_t>(static_cast<uint64_t>(hl), end);
+      if (hole_at <= pos) hole_at = end;
+      emit(pos, hole_at, false);
+      pos = hole_at;
+    }
+    return out;
+  }
+
+ private:
+  std::map<std::string, UniqueFd> fds_;
+};
+
 struct MapEntry {
   uint64_t start, length;
   int depth;
@@ -202,10 +253,19 @@ int cmd_map(int argc, char** argv) {
   for (auto* b = img.get(); b; b = b->backing()) chain.push_back(b);
   const bool raw = img->format() == "raw";
   std::vector<MapEntry> out;
+  HoleProbe probe;
   try {
     for (uint64_t off = start; off < end;) {
-      const block::Extent e = img->block_status(off, end - off);
-      const uint64_t len = std::min<uint64_t>(std::max<uint64_t>(e.length, 1), end - off);
+      const block::Extent e0 = img->block_status(off, end - off);
+      const uint64_t len0 = std::min<uint64_t>(std::max<uint64_t>(e0.length, 1), end - off);
+      const size_t d0 = static_cast<size_t>(std::max(0, e0.depth));
+      block::Extent clipped = e0;
+      clipped.length = len0;
+      std::vector<block::Extent> parts{clipped};
+      if (d0 < chain.size() && chain[d0]->format() == "qcow2") parts = probe.refine(clipped, chain[d0]->filename());
+     for (const auto& e : parts) {
+      const uint64_t len = e.length;
+      off = e.offset;
       MapEntry m;
       m.start = off;
       m.length = len;
@@ -221,6 +281,7 @@ int cmd_map(int argc, char** argv) {
       if (!out.empty() && mergeable(out.back(), m)) out.back().length += len;
       else out.push_back(m);
       off += len;
+     }
     }
   } catch (const Error& e) {
     die(e.what());
@@ -295,6 +356,7 @@ int cmd_measure(int argc, char** argv) {
   block::CreateOptions c;
   try {
     c = create_options_from(out_fmt, opts);
+    validate_create_options(c);
   } catch (const Error& e) {
     die(e.what());
   }
@@ -317,14 +379,37 @@ int cmd_measure(int argc, char** argv) {
       const uint64_t vs = (vsize + cs - 1) / cs * cs;
       uint64_t data = 0;
       if (src) {
-        bitmaps = true;
+        auto* sq = dynamic_cast<block::Qcow2Image*>(src.get());
+        bitmaps = sq && sq->info().version >= 3;
         const uint64_t ssize = src->size();
+        HoleProbe probe;
+        std::vector<block::BlockImage*> chain;
+        for (auto* b = src.get(); b; b = b->backing()) chain.push_back(b);
+        std::vector<block::Extent> pending;
         for (uint64_t off = 0; off < ssize;) {
-          const block::Extent e = src->block_status(off, ssize - off);
-          uint64_t pnum = std::min<uint64_t>(std::max<uint64_t>(e.length, 1), ssize - off);
+          block::Extent e;
+          if (!pending.empty()) {
+            e = pending.front();
+            pending.erase(pending.begin());
+          } else {
+            e = src->block_status(off, ssize - off);
+            e.length = std::min<uint64_t>(std::max<uint64_t>(e.length, 1), ssize - off);
+            const size_t d = static_cast<size_t>(std::max(0, e.depth));
+            if (d < chain.size() && chain[d]->format() == "qcow2") {
+              pending = probe.refine(e, chain[d]->filename());
+              e = pending.front();
+              pending.erase(pending.begin());
+            }
+          }
+          if (e.offset != off) {   // defensive: resynchronise on unexpected extents
+            pending.clear();
+            continue;
+          }
+          uint64_t pnum = e.length;
           if (e.data && !e.zero) {
             pnum = (off + pnum + cs - 1) / cs * cs - off;
             data += off % cs + pnum;
+            pending.clear();   // the rounded-up step may skip into them
           }
           off += pnum;
         }
@@ -378,6 +463,9 @@ int cmd_dd(int argc, char** argv) {
     const std::string a = argv[i];
     const auto eq = a.find('=');
     if (eq == std::string::npos) die(fmt::format("unrecognized operand {}", a));
+    if (a.substr(0, eq) != "bs" && a.substr(0, eq) != "count" && a.substr(0, eq) != "skip" &&
+        a.substr(0, eq) != "if" && a.substr(0, eq) != "of")
+      die(fmt::format("unrecognized operand {}", a.substr(0, eq)));
     const std::string k = a.substr(0, eq), v = a.substr(eq + 1);
     auto num = [&](bool allow_suffix) {
       try {

@@ -50,7 +50,10 @@ void merge_options(OptionList& into, const OptionList& more);
 bool parse_qemu_bool(const std::string& name, const std::string& value);
 
 // Builds CreateOptions from -f and a -o list; validates names like qemu ("Invalid parameter 'x'").
+// Syntax errors only: value checks (cluster size range, compat conflicts) are validate_create_options's,
+// because qemu-img prints its "Formatting ..." line before those.
 block::CreateOptions create_options_from(const std::string& fmt, const OptionList& opts);
+void validate_create_options(const block::CreateOptions& c);
 // qemu's "Formatting 'F', fmt=..." line (without newline).
 std::string formatting_line(const std::string& filename, const block::CreateOptions& c,
                             const OptionList& given);

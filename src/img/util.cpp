@@ -194,8 +194,7 @@ block::CreateOptions create_options_from(const std::string& fmt, const OptionLis
       } catch (const Error&) {
         fail("Parameter 'cluster_size' expects a non-negative number below 2^64");
       }
-      if (cs < 512 || cs > 2 * 1024 * 1024 || (cs & (cs - 1)) != 0)
-        fail("Cluster size must be a power of two between 512 and 2048k");
+      if (cs > UINT32_MAX) fail("Cluster size must be a power of two between 512 and 2048k");
       c.cluster_size = static_cast<uint32_t>(cs);
     } else if (qcow2 && k == "compat") {
       if (v == "0.10" || v == "v2") c.compat = "0.10";
@@ -206,8 +205,7 @@ block::CreateOptions create_options_from(const std::string& fmt, const OptionLis
     } else if (qcow2 && k == "refcount_bits") {
       char* end = nullptr;
       const unsigned long rb = std::strtoul(v.c_str(), &end, 10);
-      if (v.empty() || *end != 0 || rb == 0 || rb > 64 || (rb & (rb - 1)) != 0)
-        fail("Refcount width must be a power of two and may not exceed 64 bits");
+      if (v.empty() || *end != 0 || rb > UINT32_MAX) fail("Parameter 'refcount_bits' expects a number");
       c.refcount_bits = static_cast<uint32_t>(rb);
     } else if (qcow2 && k == "compression_type") {
       if (v != "zlib" && v != "zstd") fail("Invalid parameter '{}'", v);
@@ -221,7 +219,17 @@ block::CreateOptions create_options_from(const std::string& fmt, const OptionLis
       fail("Invalid parameter '{}'", k);
     }
   }
-  if (qcow2) {
+  return c;
+}
+
+void validate_create_options(const block::CreateOptions& c) {
+  if (c.format == "qcow2") {
+    const uint64_t cs = c.cluster_size;
+    if (cs < 512 || cs > 2 * 1024 * 1024 || (cs & (cs - 1)) != 0)
+      fail("Cluster size must be a power of two between 512 and 2048k");
+    const uint64_t rb = c.refcount_bits;
+    if (rb == 0 || rb > 64 || (rb & (rb - 1)) != 0)
+      fail("Refcount width must be a power of two and may not exceed 64 bits");
     if (c.compat == "0.10") {
       if (c.lazy_refcounts)
         fail("Lazy refcounts only supported with compatibility level 1.1 and above (use version=v3 or greater)");
@@ -237,7 +245,6 @@ block::CreateOptions create_options_from(const std::string& fmt, const OptionLis
     if (!c.backing_file.empty() && c.preallocation != "off")
       fail("Backing file and preallocation can only be used at the same time if extended_l2 is on");
   }
-  return c;
 }
 
 std::string formatting_line(const std::string& filename, const block::CreateOptions& c,
@@ -294,6 +301,8 @@ std::unique_ptr<block::BlockImage> open_or_die(const std::string& path, const Op
   try {
     return block::open_image(path, o);
   } catch (const Error& e) {
+    if (e.sys_errno() == ENOENT || e.sys_errno() == EACCES || e.sys_errno() == EISDIR)
+      die(fmt::format("Could not open '{}': Could not open '{}': {}", path, path, std::strerror(e.sys_errno())));
     die(fmt::format("Could not open '{}': {}", path, e.what()));
   }
 }

@@ -15,6 +15,7 @@ API (stable, other areas depend on it):
 from __future__ import annotations
 
 import dataclasses
+import errno
 import fcntl
 import functools
 import glob
@@ -290,7 +291,7 @@ else
   echo "kit: no /kit/boot.sh"
 fi
 sync
-poweroff -f
+reboot -f
 """
 
 _MODPROBE_WRAPPER = """#!/bin/sh
@@ -365,7 +366,18 @@ def _boot_image(kernel: Path) -> Path:
         f.write(elf)
     os.chmod(tmp, 0o644)
     os.replace(tmp, target)
+    _prune(cache, "vmlinux-", target)
     return target
+
+
+def _prune(cache: Path, prefix: str, keep: Path):
+    """Drop cache entries of an older kernel/format (older than a day, so no running call still uses them)."""
+    for p in cache.glob(prefix + "*"):
+        try:
+            if p != keep and time.time() - p.stat().st_mtime > 86400:
+                p.unlink()
+        except OSError:
+            pass
 
 
 def _cpio_newc(entries) -> bytes:
@@ -444,6 +456,7 @@ def _initramfs(inputs: _KitInputs) -> Path:
         f.write(data)
     os.chmod(tmp, 0o644)
     os.replace(tmp, target)  # atomic: parallel builders produce identical files
+    _prune(target.parent, "initramfs-", target)
     return target
 
 
@@ -461,9 +474,14 @@ def _merged_env(env: dict | None) -> dict[str, str]:
 
 def _run_host(argv: list[str], timeout: float, input: bytes | None, env: dict[str, str]) -> Result:
     start = time.monotonic()
-    proc = subprocess.Popen(argv, stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, start_new_session=True,
-                            preexec_fn=_die_with_parent)
+    try:
+        proc = subprocess.Popen(argv, stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, start_new_session=True,
+                                preexec_fn=_die_with_parent)
+    except OSError as e:  # same statuses as the shell gives inside the kit
+        rc = 127 if e.errno == errno.ENOENT else 126
+        return Result(rc, b"", f"{argv[0]}: {os.strerror(e.errno)}\n".encode(), "host",
+                      elapsed=time.monotonic() - start)
     try:
         out, err = proc.communicate(input, timeout=timeout)
         return Result(proc.returncode, out, err, "host", elapsed=time.monotonic() - start)

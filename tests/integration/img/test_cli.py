@@ -243,7 +243,10 @@ def test_measure_matches_qemu(tmp_path, args):
     make_random_raw(tmp_path / "src.raw", 20 << 20, seed=8, chunks=10)
     q, v = both(args, tmp_path)
     assert v.returncode == q.returncode == 0
-    assert json.loads(v.stdout) == json.loads(q.stdout) if "--output=json" in args else v.stdout == q.stdout
+    if "--output=json" in args:
+        assert json.loads(v.stdout) == json.loads(q.stdout)
+    else:
+        assert v.stdout == q.stdout
 
 
 def test_resize_messages(tmp_path):

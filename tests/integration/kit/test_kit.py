@@ -83,6 +83,27 @@ def test_modules_resolve_with_dependencies():
     assert names.index("irqbypass") < names.index("kvm")
 
 
+def test_host_route_runner_plumbing(tmp_path):
+    """The host route's runner (used where /dev/kvm works) with a plain shell: status, streams, stdin, env,
+    a missing program, and a timeout that kills the whole process group (the grandchild too)."""
+    env = vt._merged_env({"KIT_X": "y z"})
+    r = vt._run_host(["/bin/sh", "-c", 'read a; echo "$a $KIT_X"; echo e >&2; exit 4'], 30, b"in\n", env)
+    assert (r.returncode, r.stdout, r.stderr, r.route, r.timed_out) == (4, b"in y z\n", b"e\n", "host", False)
+    assert vt._run_host([str(tmp_path / "missing")], 30, None, env).returncode == 127
+    pidfile = tmp_path / "grandchild.pid"
+    r = vt._run_host(["/bin/sh", "-c", f"sleep 300 & echo $! > {pidfile}; echo started; wait"], 2, None, env)
+    assert r.returncode is None and r.timed_out and r.stdout == b"started\n"
+    pid = int(pidfile.read_text())
+    for _ in range(50):
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.1)
+    else:
+        pytest.fail(f"grandchild {pid} survived the timeout")
+
+
 # ---- through /dev/kvm (host or kit) -------------------------------------------------------------------------
 
 def test_realmode_guest_writes_port(tmp_path):
@@ -173,7 +194,7 @@ def test_parallel_calls_are_isolated(tmp_path):
 
 
 def test_kit_vm_shape_and_networking():
-    """Inside the kit: 2 vCPUs, ~2 GiB, tap devices and bridges (module autoload through the host's modprobe)."""
+    """Inside the kit: 2 vCPUs, ~2 GiB (by default), tap devices and bridges (module autoload through the host's modprobe)."""
     if vt.kvm_route()[0] != "kit":
         pytest.skip(f"kit-only test (route is {vt.kvm_route()[0]}): it would create taps on the host")
     script = """
@@ -192,7 +213,9 @@ ip netns exec kns ip -o link show lo | grep -o 'LOOPBACK,UP'
 """
     r = vt.run_kvm_script(script, timeout=120)
     assert r.returncode == 0, r.text()
-    assert r.stdout.decode().splitlines() == ["2", "2 GiB", "master kbr0", "LOOPBACK,UP"], r.text()
+    gib = round(vt.KIT_MEMORY_MIB / 1024)
+    assert r.stdout.decode().splitlines() == [str(vt.KIT_CPUS), f"{gib} GiB", "master kbr0", "LOOPBACK,UP"], \
+        r.text()
 
 
 def test_run_vmm_reports_missing_kernel(tmp_path):

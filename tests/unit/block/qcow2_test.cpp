@@ -400,9 +400,11 @@ TEST(Qcow2, CheckFindsAndRepairsLeaksAndCorruption) {
     auto img = open_image(path, rw());
     img->write(0, p);
   }
-  // Refcount block is at cluster 2 (16-bit entries). Leak: mark cluster 40 (past the end) used.
-  // Corruption: clear the refcount of the first data cluster.
+  // Refcount block is at cluster 2 (16-bit entries). Leak: grow the file by a cluster and mark it
+  // used. Corruption: clear the refcount of the first data cluster.
   auto raw = read_file(path);
+  uint64_t leak = raw.size() / 65536 + (raw.size() % 65536 != 0);
+  raw.resize((leak + 1) * 65536, 0);
   uint64_t l1_off = 0;
   for (int i = 0; i < 8; i++) l1_off = l1_off << 8 | raw[40 + i];
   uint64_t l2_off = 0;
@@ -412,7 +414,7 @@ TEST(Qcow2, CheckFindsAndRepairsLeaksAndCorruption) {
   for (int i = 0; i < 8; i++) data_off = data_off << 8 | raw[l2_off + i];
   data_off &= 0x00fffffffffffe00ULL;
   uint64_t data_cluster = data_off / 65536;
-  raw[2 * 65536 + 40 * 2 + 1] = 1;
+  raw[2 * 65536 + leak * 2 + 1] = 1;
   raw[2 * 65536 + data_cluster * 2 + 1] = 0;
   write_file(path, raw);
   {
@@ -421,13 +423,13 @@ TEST(Qcow2, CheckFindsAndRepairsLeaksAndCorruption) {
     EXPECT_EQ(r.leaks, 1u);
     EXPECT_GE(r.corruptions, 1u);
     bool saw_leak = false;
-    for (auto& m : r.messages) saw_leak |= m == "Leaked cluster 40 refcount=1 reference=0";
+    for (auto& m : r.messages) saw_leak |= m == fmt::format("Leaked cluster {} refcount=1 reference=0", leak);
     EXPECT_TRUE(saw_leak);
   }
   if (have_qemu_img()) {
     auto r = run("qemu-img check " + path);
     EXPECT_EQ(r.status, 2) << r.out;  // corruptions
-    EXPECT_NE(r.out.find("Leaked cluster 40 refcount=1 reference=0"), std::string::npos) << r.out;
+    EXPECT_NE(r.out.find(fmt::format("Leaked cluster {} refcount=1 reference=0", leak)), std::string::npos) << r.out;
   }
   {
     auto img = Qcow2Image::open(path, rw());
@@ -469,10 +471,10 @@ TEST(Qcow2, LazyRefcountsDirtyImageIsRepairedOnOpen) {
       auto img = open_image(path, o);
       img->write(0, p);
       img->flush();
+      _exit(0);  // no destructor: the dirty bit stays set
     } catch (...) {
       _exit(1);
     }
-    _exit(0);  // no destructor: the dirty bit stays set
   }
   int st = 0;
   waitpid(pid, &st, 0);

@@ -1,6 +1,7 @@
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <signal.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -134,13 +135,23 @@ TEST(ImageLocking, InteroperatesWithQemuLocks) {
   bool refused = false;
   std::string msg;
   for (int i = 0; i < 100 && !refused; i++) {
+    usleep(50000);
+    ASSERT_EQ(waitpid(pid, nullptr, WNOHANG), 0) << "qemu-io exited early";
+    OpenOptions probe = ro();
+    probe.force_share = true;
+    auto img = open_image(d.path("a.qcow2"), probe);  // takes no locks: cannot disturb qemu-io
+    img.reset();
+    std::string locks = run("cat /proc/locks").out;
+    struct stat st {};
+    ASSERT_EQ(stat(d.path("a.qcow2").c_str(), &st), 0);
+    if (locks.find(":" + std::to_string(st.st_ino) + " 201 201") == std::string::npos) continue;  // not yet
     try {
       open_image(d.path("a.qcow2"), rw());
-      usleep(50000);
     } catch (const vireo::Error& e) {
       refused = true;
       msg = e.what();
     }
+    break;
   }
   EXPECT_TRUE(refused);
   EXPECT_NE(msg.find("Failed to get"), std::string::npos) << msg;

@@ -219,6 +219,38 @@ TEST(CpuModelCpuid, PerVcpuApicIdsAndTopology) {
   EXPECT_NE(error_of([] { build_cpuid(intel_host(), {CpuMode::HostModel, ""}, 4, 4); }), "");
 }
 
+TEST(CpuModelCpuid, AmdTopologyLeaves) {
+  Table host = {
+      E(0, 0, 0x10, 0x68747541, 0x444d4163, 0x69746e65),  // AuthenticAMD
+      E(1, 0, 0x00a00f11, 0x00020800, 0x76d8320b, 0x178bfbff),
+      E(7, 0, 0, 0x219c91a9, 0x0040069c, 0, true),
+      E(0xd, 0, 0x7, 0x340, 0x340, 0, true), E(0xd, 1, 0xf, 0, 0, 0, true), E(0xd, 2, 0x100, 0x240, 0, 0, true),
+      E(0x80000000, 0, 0x80000021, 0x68747541, 0x444d4163, 0x69746e65),
+      E(0x80000001, 0, 0x00a00f11, 0, 0x75c237ff, 0x2fd3fbff),
+      E(0x80000008, 0, 0x3030, 0x7, 0x1, 0),
+      E(0x8000001d, 0, 0x00004121, 0x01c0003f, 0x3f, 0, true), E(0x8000001d, 1, 0x00004143, 0x01c0003f, 0x3ff, 2, true),
+      E(0x8000001d, 2, 0x00004163, 0x03c0003f, 0x3fff, 1, true), E(0x8000001d, 3, 0, 0, 0, 0, true),
+      E(0x8000001e, 0, 0, 0x100, 0, 0),
+  };
+  for (uint32_t i = 0; i < 3; i++) {
+    Table t = build_cpuid(host, {CpuMode::Custom, "EPYC"}, i, 3);
+    EXPECT_EQ(get(t, 0x8000001e).eax, i) << "extended APIC id";
+    EXPECT_EQ(get(t, 0x8000001e).ebx & 0xff, i) << "core id";
+    EXPECT_EQ((get(t, 0x8000001e).ebx >> 8) & 0xff, 0u) << "one thread per core";
+    EXPECT_EQ(get(t, 0x80000008).ecx & 0xff, 2u) << "NC = cores - 1";
+    EXPECT_EQ((get(t, 0x80000008).ecx >> 12) & 0xf, 2u) << "APIC id size";
+    EXPECT_EQ((get(t, 0x8000001d, 0).eax >> 14) & 0xfff, 0u) << "L1 per core";
+    EXPECT_EQ((get(t, 0x8000001d, 2).eax >> 14) & 0xfff, 2u) << "L3 shared by 3";
+    EXPECT_EQ(get(t, 1).ebx >> 24, i);
+    EXPECT_EQ(get(t, 0xb, 0).edx, i) << "0xb generated since the level allows it";
+  }
+  // qemu64's xlevel (0x8000000a) drops the AMD topology leaves.
+  Table q = build_cpuid(host, {CpuMode::Custom, "qemu64"}, 0, 2);
+  EXPECT_FALSE(find(q, 0x8000001e));
+  EXPECT_FALSE(find(q, 0x8000001d));
+  EXPECT_EQ(get(q, 0x80000000).eax, 0x8000000au);
+}
+
 TEST(CpuModelCpuid, HypervisorLeaves) {
   Table host = intel_host();
   host.erase(std::remove_if(host.begin(), host.end(), [](auto& e) { return e.function >= 0x40000000 && e.function < 0x40000100; }),

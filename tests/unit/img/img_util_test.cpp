@@ -63,6 +63,14 @@ TEST(OptionList, SplitsAndEscapesCommas) {
   EXPECT_EQ(o.get("compat"), "1.1");   // the last one wins
 }
 
+namespace {
+block::CreateOptions checked(const std::string& fmt, const std::string& opts) {
+  auto c = create_options_from(fmt, parse_option_list(opts));
+  validate_create_options(c);
+  return c;
+}
+}  // namespace
+
 TEST(CreateOptions, ValidatesLikeQemu) {
   auto c = create_options_from("qcow2", parse_option_list(
       "cluster_size=2M,refcount_bits=64,compression_type=zstd,extended_l2=on,lazy_refcounts=on,size=1G"));
@@ -73,15 +81,15 @@ TEST(CreateOptions, ValidatesLikeQemu) {
   EXPECT_TRUE(c.lazy_refcounts);
   EXPECT_EQ(c.size, 1ull << 30);
   EXPECT_EQ(create_options_from("qcow2", parse_option_list("compat=v2")).compat, "0.10");
-  EXPECT_THROW(create_options_from("qcow2", parse_option_list("cluster_size=3000")), Error);
-  EXPECT_THROW(create_options_from("qcow2", parse_option_list("cluster_size=4M")), Error);
-  EXPECT_THROW(create_options_from("qcow2", parse_option_list("refcount_bits=3")), Error);
-  EXPECT_THROW(create_options_from("qcow2", parse_option_list("refcount_bits=128")), Error);
-  EXPECT_THROW(create_options_from("qcow2", parse_option_list("compat=0.10,lazy_refcounts=on")), Error);
-  EXPECT_THROW(create_options_from("qcow2", parse_option_list("compat=0.10,compression_type=zstd")), Error);
-  EXPECT_THROW(create_options_from("qcow2", parse_option_list("extended_l2=on,cluster_size=4k")), Error);
-  EXPECT_THROW(create_options_from("qcow2", parse_option_list("nonsense=1")), Error);
-  EXPECT_THROW(create_options_from("raw", parse_option_list("cluster_size=4k")), Error);
+  EXPECT_THROW(checked("qcow2", "cluster_size=3000"), Error);
+  EXPECT_THROW(checked("qcow2", "cluster_size=4M"), Error);
+  EXPECT_THROW(checked("qcow2", "refcount_bits=3"), Error);
+  EXPECT_THROW(checked("qcow2", "refcount_bits=128"), Error);
+  EXPECT_THROW(checked("qcow2", "compat=0.10,lazy_refcounts=on"), Error);
+  EXPECT_THROW(checked("qcow2", "compat=0.10,compression_type=zstd"), Error);
+  EXPECT_THROW(checked("qcow2", "extended_l2=on,cluster_size=4k"), Error);
+  EXPECT_THROW(checked("qcow2", "nonsense=1"), Error);
+  EXPECT_THROW(checked("raw", "cluster_size=4k"), Error);
   EXPECT_THROW(create_options_from("vmdk", {}), Error);
 }
 
