@@ -41,11 +41,12 @@ if p.returncode != 0:
     raise SystemExit(f"vireo-vmm: exit {p.returncode}: {p.stdout.decode()} {p.stderr.decode()}")
 marks = dict((int(k), int(v)) for k, v in re.findall(r"^boot-marker (\d+) at (\d+)$", open(log).read(), re.M))
 vc = cycles(p.stdout.decode())
-ns = {"randread4k": marks[0x21] - marks[0x20], "seqwrite1m": marks[0x23] - marks[0x22],
-      "seqread1m": marks[0x25] - marks[0x24]}
+# boot-marker timestamps are microseconds.
+ns = {"randread4k": (marks[0x21] - marks[0x20]) * 1000, "seqwrite1m": (marks[0x23] - marks[0x22]) * 1000,
+      "seqread1m": (marks[0x25] - marks[0x24]) * 1000}
 tsc_per_ns = vc["randread4k"] / ns["randread4k"]
 R["vireo_ns"] = ns
-R["tsc_ghz"] = tsc_per_ns
+R["tsc_ghz"] = tsc_per_ns  # cycles per ns = GHz
 
 # QEMU with KVM and virtio-blk-pci on the same file; same guest, phases from its TSC cycle counts.
 if QEMU and os.path.exists("/dev/kvm"):

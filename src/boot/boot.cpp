@@ -228,6 +228,14 @@ BootPlan load(GuestMemory& mem, const BootConfig& cfg) {
     plan = load_bzimage(mem, cfg, f);
   }
   write_mptable(mem, cfg.cpus);
+  uint64_t rsdp = write_acpi(mem, cfg.cpus);
+  if (plan.kind == KernelKind::PvhElf) {
+    auto si = mem.read_obj<HvmStartInfo>(addr::kBootParams);
+    si.rsdp_paddr = rsdp;
+    mem.write_obj(addr::kBootParams, si);
+  } else if (plan.kind == KernelKind::LinuxBzImage && mem.read_obj<uint16_t>(addr::kBootParams + 0x206) >= 0x20e) {
+    mem.write_obj<uint64_t>(addr::kBootParams + 0x070, rsdp);  // boot_params.acpi_rsdp_addr (protocol 2.14+)
+  }
   return plan;
 }
 

@@ -14,7 +14,8 @@
 //                    (low 4 GiB identity-mapped with 2 MiB pages, P|RW|U/S at every level)
 //   0x9fc00-0x9ffff  reserved (EBDA area; e820: reserved)
 //   0xf0000-0xfffff  MP floating pointer at 0xf0000, MP configuration table at 0xf0010 (BIOS area, where
-//                    Linux scans for it; e820: reserved)
+//                    Linux scans for it; e820: reserved); ACPI tables at 0xf8000: RSDP, then XSDT, FADT
+//                    (hardware-reduced), DSDT (\_S5 only), MADT
 // Kernels and test guests load at >= 1 MiB; initrd goes as high as allowed in low RAM.
 //
 // Kernel kinds: a file starting with the ELF magic is an ELF64 x86-64 executable. If it carries a "Vireo"
@@ -86,8 +87,13 @@ inline constexpr uint64_t kPd = 0xb000;          // 4 pages
 inline constexpr uint64_t kMpTable = 0xf0000;    // MP floating pointer, then the config table at +0x10
 inline constexpr uint64_t kEbdaStart = 0x9fc00;  // e820 reserved from here to 0xa0000
 inline constexpr uint64_t kBiosStart = 0xf0000;  // e820 reserved 0xf0000-0x100000
+inline constexpr uint64_t kAcpi = 0xf8000;       // RSDP (Linux also scans 0xe0000-0xfffff for it)
 inline constexpr uint64_t kBootDataEnd = 0x100000;  // kernels/test guests must load at or above this
 }  // namespace addr
+
+// ACPI sleep control/status register (FADT, hardware-reduced): the guest writes (SLP_TYP << 2) | SLP_EN (bit 5)
+// as one byte; SLP_TYP 5 (\_S5) = power off, i.e. the value 0x34. For the VMM core to implement.
+inline constexpr uint16_t kAcpiSleepPort = 0x3c0;
 
 // GDT selectors (Linux's boot selectors: __BOOT_CS 0x10, __BOOT_DS 0x18).
 inline constexpr uint16_t kSelCode32 = 0x08;

@@ -58,10 +58,11 @@ void write_mptable(GuestMemory& mem, uint32_t cpus) {
   put8(c, 1), put8(c, 0), puts(c, "ISA   ", 6), entries++;             // bus 0: ISA
   put8(c, 2), put8(c, ioapic_id), put8(c, kIoapicVersion), put8(c, 1);  // IOAPIC, enabled
   put32(c, kIoapicBase), entries++;
-  for (uint8_t irq = 0; irq < 16; irq++) {  // ISA IRQs: 0 -> pin 2 (as PC firmware reports), others identity
+  // ISA IRQs 0-15 (but 2, the 8259 cascade) on the IOAPIC pin of the same number: KVM's default GSI routing
+  // (the in-kernel PIT raises GSI 0 -> IOAPIC pin 0).
+  for (uint8_t irq = 0; irq < 16; irq++) {
     if (irq == 2) continue;
-    put8(c, 3), put8(c, 0), put16(c, 0), put8(c, 0), put8(c, irq), put8(c, ioapic_id);
-    put8(c, irq == 0 ? 2 : irq), entries++;
+    put8(c, 3), put8(c, 0), put16(c, 0), put8(c, 0), put8(c, irq), put8(c, ioapic_id), put8(c, irq), entries++;
   }
   // local interrupts: LINT0 ExtINT, LINT1 NMI, to all local APICs
   put8(c, 4), put8(c, 3), put16(c, 0), put8(c, 0), put8(c, 0), put8(c, 0xff), put8(c, 0), entries++;

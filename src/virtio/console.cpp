@@ -98,7 +98,11 @@ void ConsoleDevice::on_listen() {
   in_fd_ = out_fd_ = owned_in_.get();
   input_eof_ = false;
   watching_ = false;
-  pump_input();
+  try {
+    pump_input();
+  } catch (const std::exception& e) {
+    fail_device(e.what());
+  }
 }
 
 void ConsoleDevice::drop_client() {
@@ -118,7 +122,11 @@ void ConsoleDevice::watch_input(bool on) {
     try {
       loop_.add(in_fd_, EPOLLIN, [this](uint32_t) {
         std::lock_guard lock(mu_);
-        pump_input();
+        try {
+          pump_input();
+        } catch (const std::exception& e) {
+          fail_device(e.what());
+        }
       });
     } catch (const Error&) {
       input_eof_ = true;  // e.g. a regular file on stdin cannot be polled

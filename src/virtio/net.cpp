@@ -96,7 +96,7 @@ void NetDevice::watch_tap(uint16_t pair, bool on) {
       if (!active()) return;
       try {
         rx(pair);
-      } catch (const Error& e) {
+      } catch (const std::exception& e) {
         fail_device(e.what());
       }
     });

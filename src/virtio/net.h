@@ -27,7 +27,11 @@ class NetDevice : public VirtioDevice {
   ~NetDevice() override;
   std::string type_name() const override { return "virtio-net"; }
   std::string details() const override;
-  uint16_t pairs() const { return pairs_; }
+  uint16_t pairs() const { return pairs_; }  // offered (max_virtqueue_pairs)
+  uint16_t active_pairs() const {
+    std::lock_guard lock(mu_);
+    return active_pairs_;
+  }
 
  protected:
   uint64_t features() const override;

@@ -78,7 +78,7 @@ void VirtioDevice::set_status(uint8_t status) {
   } else if ((status & kStatusDriverOk) && !(old & kStatusDriverOk)) {
     try {
       activate();
-    } catch (const Error& e) {
+    } catch (const std::exception& e) {
       fail_device(fmt::format("activate: {}", e.what()));
       return;
     }
@@ -206,7 +206,7 @@ void VirtioDevice::with_device_lock(uint64_t generation, const std::function<voi
   if (generation != reset_gen_ || broken_) return;
   try {
     fn();
-  } catch (const Error& e) {
+  } catch (const std::exception& e) {
     fail_device(e.what());
   }
 }
@@ -223,7 +223,7 @@ void VirtioDevice::run_queue(uint16_t q) {
   if (!active() || !queues_[q].vq) return;
   try {
     process_queue(q);
-  } catch (const Error& e) {
+  } catch (const std::exception& e) {  // QueueError, GuestMemoryError, host errors, bad_alloc
     fail_device(fmt::format("queue {}: {}", q, e.what()));
   }
 }

@@ -40,7 +40,10 @@ class VirtioDevice {
   VirtioDevice& operator=(const VirtioDevice&) = delete;
 
   // ---- set-up
-  void set_interrupt_sink(InterruptSink* sink) { irq_ = sink; }
+  void set_interrupt_sink(InterruptSink* sink) {
+    std::lock_guard lock(mu_);
+    irq_ = sink;
+  }
   void start();  // starts the device thread (after the transport is wired)
 
   // ---- transport side (any thread)

@@ -119,9 +119,25 @@ void VirtioPciDevice::bar_write(int index, uint64_t offset, std::span<const uint
 
 void VirtioPciDevice::bar_moved(int index, std::optional<uint64_t> old_addr, std::optional<uint64_t> new_addr) {
   if (index != 0) return;
+  // Runs on a vCPU thread (the guest moved the BAR): never throw. A doorbell without an ioeventfd still
+  // works, as a bus write (bar_write -> kick), only slower.
   for (uint16_t q = 0; q < dev_->num_queues(); ++q) {
-    if (old_addr) hooks_.remove_ioeventfd(AddressSpace::Mmio, *old_addr + kNotifyOff + kNotifyMultiplier * q, 2, std::nullopt, dev_->kick_fd(q));
-    if (new_addr) hooks_.add_ioeventfd(AddressSpace::Mmio, *new_addr + kNotifyOff + kNotifyMultiplier * q, 2, std::nullopt, dev_->kick_fd(q));
+    uint64_t off = kNotifyOff + kNotifyMultiplier * q;
+    if (old_addr && ioeventfd_live_.count(q)) {
+      try {
+        hooks_.remove_ioeventfd(AddressSpace::Mmio, *old_addr + off, 2, std::nullopt, dev_->kick_fd(q));
+      } catch (const std::exception&) {
+      }
+      ioeventfd_live_.erase(q);
+    }
+    if (new_addr) {
+      try {
+        hooks_.add_ioeventfd(AddressSpace::Mmio, *new_addr + off, 2, std::nullopt, dev_->kick_fd(q));
+        ioeventfd_live_.insert(q);
+      } catch (const std::exception& e) {
+        fmt::print(stderr, "vireo-vmm: {}: doorbell {} without ioeventfd: {}\n", name(), q, e.what());
+      }
+    }
   }
   notify_base_ = new_addr;
 }
@@ -290,21 +306,38 @@ void VirtioPciDevice::signal_vector(uint16_t v) {
 void VirtioPciDevice::update_route(uint16_t v) {
   if (v >= routes_.size() || !routes_[v].allocated) return;
   auto e = msix_.entry(v);
-  hooks_.set_msi_route(routes_[v].gsi, e.address, e.data);
+  try {
+    hooks_.set_msi_route(routes_[v].gsi, e.address, e.data);
+  } catch (const std::exception& ex) {
+    fmt::print(stderr, "vireo-vmm: {}: MSI route for vector {}: {}\n", name(), v, ex.what());
+  }
 }
 
 void VirtioPciDevice::deliver(uint16_t v) {
   if (v >= routes_.size()) return;
   Route& r = routes_[v];
-  if (!r.allocated) {
-    r.gsi = hooks_.allocate_msi_gsi();
-    r.irqfd = std::make_unique<EventFd>();
-    auto e = msix_.entry(v);
-    hooks_.set_msi_route(r.gsi, e.address, e.data);
-    hooks_.add_irqfd(r.gsi, r.irqfd->fd());
-    r.allocated = true;
+  try {
+    if (!r.allocated) {
+      r.irqfd = std::make_unique<EventFd>();
+      r.gsi = hooks_.allocate_msi_gsi();
+      auto e = msix_.entry(v);
+      hooks_.set_msi_route(r.gsi, e.address, e.data);
+      hooks_.add_irqfd(r.gsi, r.irqfd->fd());
+      r.allocated = true;
+    }
+    r.irqfd->signal();
+  } catch (const std::exception& e) {
+    // Out of GSIs or a KVM error: fall back to a one-shot MSI for this delivery.
+    auto en = msix_.entry(v);
+    try {
+      hooks_.signal_msi(en.address, en.data);
+    } catch (const std::exception&) {
+    }
+    if (!route_error_logged_) {
+      route_error_logged_ = true;
+      fmt::print(stderr, "vireo-vmm: {}: MSI-X vector {} without irqfd: {}\n", name(), v, e.what());
+    }
   }
-  r.irqfd->signal();
 }
 
 void VirtioPciDevice::set_intx(bool level) {

@@ -5,6 +5,7 @@
 #pragma once
 #include <memory>
 #include <mutex>
+#include <set>
 #include <vector>
 
 #include "common/event_loop.h"
@@ -72,6 +73,8 @@ class VirtioPciDevice : public pci::PciFunction, public InterruptSink {
   };
   std::vector<Route> routes_;  // per MSI-X vector
   std::optional<uint64_t> notify_base_;
+  std::set<uint16_t> ioeventfd_live_;  // queues whose doorbell is registered at notify_base_
+  bool route_error_logged_ = false;
 };
 
 }  // namespace vireo::virtio

@@ -117,6 +117,9 @@ TEST_F(BootBzImage, LoadWritesZeroPageKernelCmdlineInitrdE820) {
   EXPECT_GT(uint64_t{rd} + rd_size, (256ull << 20) - 8192) << "initrd placed as high as possible";
   EXPECT_EQ(gbytes(*mem, rd, initrd.size()), initrd);
   EXPECT_EQ(gread<uint32_t>(*mem, zp + 0xc0), 0u) << "ext_ramdisk_image";
+  if (version_ >= 0x20e) {
+    EXPECT_EQ(gread<uint64_t>(*mem, zp + 0x70), addr::kAcpi) << "acpi_rsdp_addr";
+  }
 
   // e820 in the zero page equals the plan's map.
   uint8_t n = gread<uint8_t>(*mem, zp + 0x1e8);
@@ -283,7 +286,11 @@ TEST(BootCommon, MpTableChecksumsAndEntries) {
         EXPECT_EQ(le<uint32_t>(all, at + 4), 0xfec00000u);
         ioapics++, at += 8;
         break;
-      case 3: ints++, at += 8; break;
+      case 3:
+        EXPECT_EQ(all[at + 7], all[at + 5]) << "ISA IRQ n on IOAPIC pin n (KVM's default routing)";
+        EXPECT_NE(all[at + 5], 2) << "no entry for the cascade";
+        ints++, at += 8;
+        break;
       case 4: lints++, at += 8; break;
       default: FAIL() << "unknown entry type " << int(all[at]);
     }

@@ -129,6 +129,74 @@ TEST(VirtioNet, TapExchange) {
   dev.reset();
 }
 
+TEST(VirtioNet, MultiQueue) {
+  std::string why;
+  if (!net::Tap::can_create(&why)) GTEST_SKIP() << "tap creation not permitted here: " << why;
+  std::string name = "vireo-m" + std::to_string(::getpid() % 100000);
+  const std::array<uint8_t, 6> mac{0x52, 0x54, 0x00, 0x12, 0x34, 0x9a};
+  FakeHooks h;
+  auto dev = std::make_shared<NetDevice>(h.memory(), "net0", std::make_unique<net::Tap>(name, 2), mac);
+  auto mmio = std::make_shared<VirtioMmioDevice>(h, dev, kBase);
+  h.mmio_bus().insert(kBase, VirtioMmioDevice::kWindowSize, mmio);
+  dev->start();
+  MmioDriver d(h, kBase);
+  EXPECT_TRUE(d.device_features() & bit(net_bits::kFMq));
+  EXPECT_EQ(d.config_read(8, 2), 2u);  // max_virtqueue_pairs
+  EXPECT_EQ(d.queue_max(4), 256);     // control queue after 2 pairs
+  EXPECT_EQ(d.queue_max(5), 0);
+  std::vector<std::unique_ptr<GuestRing>> rings;
+  std::vector<GuestRing*> ptrs;
+  for (int i = 0; i < 5; ++i) {
+    rings.push_back(std::make_unique<GuestRing>(h.memory(), kRing + 0x10000ull * i, 16));
+    ptrs.push_back(rings.back().get());
+  }
+  uint64_t want = bit(kFVersion1) | bit(net_bits::kFMac) | bit(net_bits::kFCtrlVq) | bit(net_bits::kFMq);
+  ASSERT_TRUE(d.init(want, ptrs) & kStatusDriverOk);
+  GuestRing& ctrl = *rings[4];
+  auto ctrl_cmd = [&](std::vector<uint8_t> cmd) {
+    h.memory().write(kBuf + 0x30000, cmd);
+    uint16_t before = ctrl.used_idx();
+    ctrl.set_desc(0, kBuf + 0x30000, static_cast<uint32_t>(cmd.size()), kDescFNext, 1);
+    ctrl.set_desc(1, kBuf + 0x31000, 1, kDescFWrite);
+    ctrl.publish(0);
+    d.notify(4);
+    EXPECT_TRUE(FakeHooks::wait_for([&] { return ctrl.used_idx() != before; }));
+    return h.memory().read_obj<uint8_t>(kBuf + 0x31000);
+  };
+  EXPECT_EQ(dev->active_pairs(), 1);     // until the driver asks for more
+  EXPECT_EQ(ctrl_cmd({4, 0, 2, 0}), 0);  // VQ_PAIRS_SET 2
+  EXPECT_EQ(dev->active_pairs(), 2);
+  EXPECT_EQ(ctrl_cmd({4, 0, 3, 0}), 1);  // more than offered
+  EXPECT_EQ(ctrl_cmd({4, 0, 0, 0}), 1);  // zero
+  EXPECT_EQ(dev->active_pairs(), 2);
+  // Transmit on the second pair's tx queue (3): the frame reaches the interface.
+  ASSERT_EQ(std::system(("sysctl -qw net.ipv6.conf." + name + ".disable_ipv6=1 2>/dev/null; ip link set dev " + name + " up").c_str()), 0);
+  int ps = ::socket(AF_PACKET, SOCK_RAW | SOCK_CLOEXEC, htons(kEtherType));
+  ASSERT_GE(ps, 0);
+  sockaddr_ll sll{};
+  sll.sll_family = AF_PACKET;
+  sll.sll_protocol = htons(kEtherType);
+  sll.sll_ifindex = static_cast<int>(::if_nametoindex(name.c_str()));
+  ASSERT_EQ(::bind(ps, reinterpret_cast<sockaddr*>(&sll), sizeof sll), 0);
+  auto out = frame({0x02, 0, 0, 0, 0, 2}, mac, "second queue pair");
+  std::vector<uint8_t> pkt(net_bits::kHdrSize, 0);
+  pkt.insert(pkt.end(), out.begin(), out.end());
+  h.memory().write(kBuf, pkt);
+  rings[3]->set_desc(0, kBuf, static_cast<uint32_t>(pkt.size()), 0);
+  rings[3]->publish(0);
+  d.notify(3);
+  pollfd p{ps, POLLIN, 0};
+  ASSERT_EQ(::poll(&p, 1, 3000), 1);
+  std::vector<uint8_t> got(2048);
+  ssize_t n = ::recv(ps, got.data(), got.size(), 0);
+  ASSERT_GE(n, 31);
+  EXPECT_TRUE(std::equal(out.begin(), out.begin() + 31, got.begin()));
+  ::close(ps);
+  h.mmio_bus().remove(kBase);
+  mmio.reset();
+  dev.reset();
+}
+
 TEST(VirtioNet, TapNameErrors) {
   EXPECT_THROW(net::Tap("", 1), Error);
   EXPECT_THROW(net::Tap("this-name-is-too-long", 1), Error);

@@ -47,10 +47,11 @@ class VirtioBlk : public ::testing::Test {
     dev_.reset();
     std::filesystem::remove(path_);
   }
-  void make(bool read_only, uint16_t queues = 1) {
+  void make(bool read_only, uint16_t queues = 1, bool direct = false) {
     block::OpenOptions o;
     o.format = "raw";
     o.read_only = read_only;
+    o.direct = direct;
     o.take_locks = false;
     std::shared_ptr<block::BlockImage> img = block::open_image(path_.string(), o);
     auto backend = std::make_unique<block::ThreadPoolBackend>(img, 2);
@@ -273,6 +274,42 @@ TEST_F(VirtioBlk, MsixVectorsRouteThroughIrqfd) {
   // Re-programming the entry re-programs the route.
   h_.mmio_write(entry1 + 8, 0x4042, 4);
   EXPECT_EQ(h_.routes[gsi].second, 0x4042u);
+}
+
+// The open flags of our fd on the disk file, from /proc/self/fdinfo.
+static long open_flags_of(const std::filesystem::path& path) {
+  for (const auto& e : std::filesystem::directory_iterator("/proc/self/fd")) {
+    std::error_code ec;
+    if (std::filesystem::read_symlink(e.path(), ec) != path) continue;
+    std::ifstream info("/proc/self/fdinfo/" + e.path().filename().string());
+    std::string key;
+    while (info >> key) {
+      if (key == "flags:") {
+        std::string v;
+        info >> v;
+        return std::stol(v, nullptr, 8);
+      }
+    }
+  }
+  return -1;
+}
+
+TEST_F(VirtioBlk, CacheNoneUsesODirect) {
+  make(false, 1, /*direct=*/true);
+  long flags = open_flags_of(path_);
+  ASSERT_GE(flags, 0);
+  EXPECT_TRUE(flags & O_DIRECT);
+  // Sector-aligned but not page-aligned guest buffer: still byte-exact.
+  std::vector<uint8_t> pattern(4096);
+  for (size_t i = 0; i < pattern.size(); ++i) pattern[i] = static_cast<uint8_t>(i * 13 + 1);
+  h_.memory().write(kBuf, pattern);
+  EXPECT_EQ(request(blk::kTOut, 3, 4096, 0), blk::kSOk);
+  EXPECT_EQ(file_bytes(3 * 512, 4096), pattern);
+  h_.memory().write(kBuf, std::vector<uint8_t>(4096, 0));
+  EXPECT_EQ(request(blk::kTIn, 3, 0, 4096), blk::kSOk);
+  std::vector<uint8_t> back(4096);
+  h_.memory().read(kBuf, back);
+  EXPECT_EQ(back, pattern);
 }
 
 TEST_F(VirtioBlk, MultiQueue) {
