@@ -30,6 +30,8 @@ struct Extent {
   int depth = 0;                          // 0 = this image, 1 = its backing file, ...
   std::optional<uint64_t> host_offset;    // where the data lives in that file, if it is uncompressed data
   bool compressed = false;
+  bool allocated = false;                 // qemu map's "present": some layer of the chain (the one at `depth`)
+                                          // holds the range (data, zero cluster, compressed; raw: always)
 };
 
 class BlockImage {

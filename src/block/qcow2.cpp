@@ -260,6 +260,7 @@ void Qcow2Image::State::read_l2(uint64_t off, std::vector<uint64_t>& w) {
 }
 
 void Qcow2Image::State::write_l2(uint64_t off, L2Table& t) {
+  check_no_overlap(off, cs, "L2 table");
   std::vector<uint8_t> raw(cs);
   for (size_t i = 0; i < t.w.size(); i++) put64(&raw[i * 8], t.w[i]);
   file->pwrite_full(off, raw);
@@ -393,6 +394,7 @@ void Qcow2Image::State::write_refcount_blocks() {
   for (uint64_t bi : dirty_rb) {
     if (bi >= rt.size() || rt[bi] == 0) continue;  // nothing counted there (all zero)
     if (rt[bi] % cs) corrupt(fmt::format("refcount block {} is not cluster aligned", bi));
+    check_no_overlap(rt[bi], cs, "refcount block");
     std::fill(blk.begin(), blk.end(), 0);
     uint64_t first = bi * n;
     uint64_t end = std::min<uint64_t>(first + n, rc.size());
@@ -452,6 +454,8 @@ void Qcow2Image::State::ensure_coverage() {
   std::vector<uint8_t> blk(cs);
   for (uint64_t bi : dirty_rb) {
     if (bi >= nrt.size() || nrt[bi] == 0) continue;
+    if (nrt[bi] % cs) corrupt(fmt::format("refcount block {} is not cluster aligned", bi));
+    check_no_overlap(nrt[bi], cs, "refcount block");
     std::fill(blk.begin(), blk.end(), 0);
     uint64_t first = bi * n, end = std::min<uint64_t>(first + n, rc.size());
     for (uint64_t c = first; c < end; c++) rb_set(blk.data(), c - first, refcount_order, rc[c]);
@@ -553,9 +557,6 @@ void Qcow2Image::State::prepare_write() {
   if (ro) throw Error(fmt::format("write {}: image is read-only", filename), EROFS);
   if (incompat & kIncompatCorrupt)
     throw Error(fmt::format("qcow2 image {} is marked corrupt; repair it with check -r all first", filename), EIO);
-  if (extended_l2())
-    throw Error(fmt::format("write {}: writing images with extended L2 entries is not supported", filename),
-                ENOTSUP);
   load_refcounts();
   if (write_prepared) return;
   bool hdr = false;
@@ -591,7 +592,7 @@ void Qcow2Image::State::check_no_overlap(uint64_t host, uint64_t len, const char
 void Qcow2Image::State::decompress(uint64_t entry, std::vector<uint8_t>& out) {
   uint64_t off, len;
   compressed_range(entry, off, len);
-  if (dcache_key == entry) {
+  if (dcache_key == entry && dcache.size() == cs) {
     out = dcache;
     return;
   }
@@ -784,19 +785,26 @@ void Qcow2Image::State::write_locked(uint64_t offset, std::span<const uint8_t> b
     uint64_t ci = g / cs, l1i = ci / l2_entries(), l2i = ci % l2_entries();
     L2Table* t = &writable_l2(l1i);
     uint64_t t_off = l1[l1i] & kL1OffsetMask;
-    auto inplace = [&](uint64_t e) {
-      return !(e & kCompressed) && (e & kCopied) && (e & kL2OffsetMask) && !(version >= 3 && (e & kZero));
+    const bool ext = extended_l2();
+    // Extended L2: in place only when every subcluster is allocated (and none reads as zero); anything
+    // else gets a whole new cluster with the merged content and a fully allocated bitmap.
+    auto inplace_at = [&](uint64_t k) {
+      uint64_t e = t->w[ext ? k * 2 : k];
+      if ((e & kCompressed) || !(e & kCopied) || !(e & kL2OffsetMask)) return false;
+      if (ext) return t->w[k * 2 + 1] == 0xffffffffULL;
+      return !(version >= 3 && (e & kZero));
     };
-    uint64_t e0 = t->w[l2i];
-    if (inplace(e0)) {
+    auto word = [&](uint64_t k) { return t->w[ext ? k * 2 : k]; };
+    uint64_t e0 = word(l2i);
+    if (inplace_at(l2i)) {
       uint64_t host0 = e0 & kL2OffsetMask;
       if (host0 % cs) corrupt(fmt::format("cluster allocation offset {} unaligned", hex(host0)));
       // Extend over following clusters that are contiguous on the host.
       uint64_t n = std::min<uint64_t>(cs - g % cs, buf.size() - pos);
       uint64_t k = l2i + 1;
       while (pos + n < buf.size() && k < l2_entries()) {
-        uint64_t e = t->w[k];
-        if (!inplace(e) || (e & kL2OffsetMask) != host0 + (k - l2i) * cs) break;
+        uint64_t e = word(k);
+        if (!inplace_at(k) || (e & kL2OffsetMask) != host0 + (k - l2i) * cs) break;
         n += std::min<uint64_t>(cs, buf.size() - pos - n);
         k++;
       }
@@ -811,7 +819,7 @@ void Qcow2Image::State::write_locked(uint64_t offset, std::span<const uint8_t> b
     uint64_t m = 1;
     uint64_t run_bytes = std::min<uint64_t>(cs - g % cs, buf.size() - pos);
     const uint64_t max_run = std::max<uint64_t>(1, (8ULL << 20) / cs);
-    while (pos + run_bytes < buf.size() && l2i + m < l2_entries() && m < max_run && !inplace(t->w[l2i + m])) {
+    while (pos + run_bytes < buf.size() && l2i + m < l2_entries() && m < max_run && !inplace_at(l2i + m)) {
       run_bytes += std::min<uint64_t>(cs, buf.size() - pos - run_bytes);
       m++;
     }
@@ -822,8 +830,8 @@ void Qcow2Image::State::write_locked(uint64_t offset, std::span<const uint8_t> b
       uint64_t cg = first_g + j * cs;
       if (cg >= size) return;
       uint64_t len = std::min<uint64_t>(cs, size - cg);
-      uint64_t e = t->w[l2i + j];
-      if (e == 0 && !backing) return;
+      uint64_t e = word(l2i + j);
+      if (e == 0 && !backing && !ext) return;
       read_locked(cg, std::span<uint8_t>(data.data() + j * cs, len), nullptr);
       t = &get_l2(t_off);  // (the read may have touched the cache)
     };
@@ -837,9 +845,10 @@ void Qcow2Image::State::write_locked(uint64_t offset, std::span<const uint8_t> b
     data_written = true;
     t = &get_l2(t_off);
     for (uint64_t j = 0; j < m; j++) {
-      uint64_t old = t->w[l2i + j];
+      uint64_t old = word(l2i + j);
       free_entry(old);
       set_l2_word(*t, l2i + j, (base + j * cs) | kCopied);
+      if (ext) t->w[(l2i + j) * 2 + 1] = 0xffffffffULL;  // all subclusters allocated
     }
     pos += run_bytes;
   }
@@ -883,12 +892,15 @@ void Qcow2Image::State::zero_clusters(uint64_t offset, uint64_t length, bool dis
       continue;
     }
     L2Table* t = &writable_l2(l1i);
+    const bool ext = extended_l2();
     for (uint64_t k = l2i; k < l2i + (span_end - ci); k++) {
-      uint64_t e = t->w[k];
-      uint64_t want = need_zero_flag ? kZero : 0;
-      if (e == want) continue;
+      uint64_t e = l2_word(*t, k);
+      uint64_t want = need_zero_flag && !ext ? kZero : 0;
+      uint64_t want_bm = need_zero_flag ? 0xffffffff00000000ULL : 0;  // extended L2: all subclusters zero
+      if (e == want && (!ext || t->w[k * 2 + 1] == want_bm)) continue;
       free_entry(e);
       set_l2_word(*t, k, want);
+      if (ext) t->w[k * 2 + 1] = want_bm;
     }
     ci = span_end;
   }
@@ -1565,6 +1577,7 @@ Extent Qcow2Image::block_status(uint64_t offset, uint64_t max_length) {
   Extent e;
   e.offset = offset;
   e.length = len;
+  e.allocated = kind != 0;
   if (kind == 0) {
     if (s.backing) {
       BlockImage* b = s.backing.get();
@@ -1720,6 +1733,7 @@ void Qcow2Image::snapshot_create(const std::string& name, uint64_t vm_state_size
   r.pub.date_sec = static_cast<uint32_t>(std::chrono::duration_cast<std::chrono::seconds>(now).count());
   r.pub.date_nsec = static_cast<uint32_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(now).count() % 1000000000);
   r.pub.vm_state_size = vm_state_size;
+  r.pub.icount = 0;  // what qemu-img snapshot -c records
   r.pub.disk_size = s.size;
   r.pub.l1_table_offset = l1off;
   r.pub.l1_size = s.l1_size;
@@ -1803,16 +1817,20 @@ void Qcow2Image::snapshot_delete(const std::string& key) {
 }
 
 void Qcow2Image::write_compressed(uint64_t offset, std::span<const uint8_t> data) {
-  std::lock_guard g(s_->mu);
   State& s = *s_;
+  // Compression runs before taking the image lock, so several threads compress in parallel.
+  std::vector<uint8_t> comp;
+  if (data.size() <= s.cs) {
+    std::vector<uint8_t> full(s.cs, 0);
+    std::copy(data.begin(), data.end(), full.begin());
+    comp = s.compress(full);
+  }
+  std::lock_guard g(s_->mu);
   if (offset % s.cs) fail("write_compressed {}: offset {} is not cluster aligned", s.filename, offset);
   uint64_t len = std::min<uint64_t>(s.cs, s.size - std::min(offset, s.size));
   if (offset >= s.size || data.size() != len)
     fail("write_compressed {}: need exactly one cluster ({} bytes) at {}", s.filename, len, offset);
   s.prepare_write();
-  std::vector<uint8_t> full(s.cs, 0);
-  std::copy(data.begin(), data.end(), full.begin());
-  std::vector<uint8_t> comp = s.compress(full);
   if (comp.empty()) {  // incompressible: a normal cluster
     s.write_locked(offset, data);
     return;
@@ -1824,6 +1842,8 @@ void Qcow2Image::write_compressed(uint64_t offset, std::span<const uint8_t> data
   // clusters can be allocated contiguously.
   uint64_t start;
   uint64_t tail = s.compressed_tail;
+  // A host cluster whose refcount cannot grow (narrow refcount widths) cannot take more compressed data.
+  if (tail && tail % s.cs && s.get_rc(tail / s.cs) >= s.refcount_max()) tail = 0;
   uint64_t room = tail ? s.cs - tail % s.cs : 0;
   if (tail && tail % s.cs == 0) room = 0;
   if (tail && room >= comp.size()) {
@@ -1947,14 +1967,13 @@ CheckResult Qcow2Image::check(RepairMode repair) {
       res.fragmented_clusters++;
     }
   }, nullptr, nullptr);
+  // qemu: the highest cluster with a non-zero refcount on disk or a reference (leaks count).
   uint64_t hi = 0;
   for (uint64_t c = 0; c < s.rc.size(); c++)
     if (s.rc[c]) hi = c + 1;
-  if (!rebuild && repair == RepairMode::None) {
-    hi = 0;
-    for (uint64_t c = 0; c < ref.size(); c++)
+  if (!rebuild)
+    for (uint64_t c = hi; c < ref.size(); c++)
       if (ref[c]) hi = c + 1;
-  }
   res.image_end_offset = hi * s.cs;
   return res;
 }

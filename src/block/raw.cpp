@@ -123,6 +123,7 @@ Extent RawImage::block_status(uint64_t offset, uint64_t max_length) {
   Extent e;
   e.offset = offset;
   e.depth = 0;
+  e.allocated = true;
   off_t data = ::lseek(file_.fd(), static_cast<off_t>(offset), SEEK_DATA);
   if (data < 0) {
     if (errno == ENXIO) {  // hole up to EOF

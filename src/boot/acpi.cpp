@@ -1,6 +1,8 @@
-// vireo/boot: minimal ACPI tables (ACPI 6.x, hardware-reduced): RSDP, XSDT, FADT, DSDT (only \_S5), MADT.
-// Enough for a kernel without MP-table support (e.g. Debian's cloud kernel) to find the APs and the IOAPIC,
-// and for an ACPI S5 power-off through the sleep control register.
+// vireo/boot: minimal ACPI tables (ACPI 6.x): RSDP, XSDT, FADT, DSDT (only \_S5), MADT. Enough for a kernel
+// without MP-table support (e.g. Debian's cloud kernel) to find the APs and the IOAPIC, with a PC-style fixed
+// hardware block (PM1a event/control at I/O 0x600/0x604, SCI on IRQ 9) so the power button and S5 power-off
+// work the way they do on QEMU's PC machines. Not hardware-reduced on purpose: Linux then keeps the legacy
+// PIC/PIT (timer fallback) and the identity ISA IRQ mappings that the i8042, RTC and serial drivers need.
 #include <cstring>
 #include <string>
 #include <vector>
@@ -22,8 +24,8 @@ struct Buf {
     for (size_t i = 0; i < n; i++) u8(static_cast<uint8_t>(s[i]));
   }
   void zeros(size_t n) { b.insert(b.end(), n, 0); }
-  // Generic address structure: system I/O, 8-bit.
-  void gas_io8(uint64_t port) { u8(1), u8(8), u8(0), u8(1), u64(port); }
+  // Generic address structure: system I/O, `bits` wide (access size 1 = byte, 2 = word, 3 = dword).
+  void gas_io(uint64_t port, uint8_t bits) { u8(1), u8(bits), u8(0), u8(bits == 8 ? 1 : bits == 16 ? 2 : 3), u64(port); }
 };
 
 uint8_t sum(const std::vector<uint8_t>& b, size_t from, size_t to) {
@@ -67,22 +69,39 @@ uint64_t write_acpi(GuestMemory& mem, uint32_t cpus) {
   auto dsdt_b = finish(d);
 
   Buf f = header("FACP", 6);
-  f.u32(0);                       // 36 FIRMWARE_CTRL
+  f.u32(0);                            // 36 FIRMWARE_CTRL (no FACS)
   f.u32(static_cast<uint32_t>(dsdt));  // 40 DSDT
-  f.zeros(109 - 44);              // 44..108: legacy fixed hardware, unused (hardware-reduced)
-  f.u16(0x3);                     // 109 IAPC_BOOT_ARCH: legacy devices, 8042
-  f.u8(0);                        // 111
-  f.u32(1u << 20);                // 112 flags: HW_REDUCED_ACPI
-  f.zeros(12);                    // 116 RESET_REG (not supported: resets go through the i8042)
-  f.u8(0);                        // 128 RESET_VALUE
-  f.u16(0);                       // 129 ARM_BOOT_ARCH
-  f.u8(0);                        // 131 FADT minor version
-  f.u64(0);                       // 132 X_FIRMWARE_CTRL
-  f.u64(dsdt);                    // 140 X_DSDT
-  f.zeros(244 - 148);             // 148..243 X_PM*/X_GPE* blocks: none
-  f.gas_io8(kAcpiSleepPort);      // 244 SLEEP_CONTROL_REG
-  f.gas_io8(kAcpiSleepPort);      // 256 SLEEP_STATUS_REG
-  f.u64(0);                       // 268 hypervisor vendor identity
+  f.u8(0);                             // 44 reserved
+  f.u8(0);                             // 45 preferred PM profile: unspecified
+  f.u16(kAcpiSciIrq);                  // 46 SCI_INT
+  f.u32(0);                            // 48 SMI_CMD: 0 = always in ACPI mode
+  f.u8(0), f.u8(0), f.u8(0), f.u8(0);  // 52 ACPI_ENABLE, ACPI_DISABLE, S4BIOS_REQ, PSTATE_CNT
+  f.u32(kAcpiPm1aEvt);                 // 56 PM1a_EVT_BLK
+  f.u32(0);                            // 60 PM1b_EVT_BLK
+  f.u32(kAcpiPm1aCnt);                 // 64 PM1a_CNT_BLK
+  f.u32(0), f.u32(0), f.u32(0);        // 68 PM1b_CNT, 72 PM2_CNT, 76 PM_TMR (none)
+  f.u32(0), f.u32(0);                  // 80 GPE0_BLK, 84 GPE1_BLK
+  f.u8(4), f.u8(2), f.u8(0), f.u8(0);  // 88 PM1_EVT_LEN, PM1_CNT_LEN, PM2_CNT_LEN, PM_TMR_LEN
+  f.u8(0), f.u8(0), f.u8(0), f.u8(0);  // 92 GPE0_BLK_LEN, GPE1_BLK_LEN, GPE1_BASE, CST_CNT
+  f.u16(0xfff), f.u16(0xfff);          // 96 P_LVL2_LAT, P_LVL3_LAT: C2/C3 not supported
+  f.u16(0), f.u16(0);                  // 100 FLUSH_SIZE, FLUSH_STRIDE
+  f.u8(0), f.u8(0);                    // 104 DUTY_OFFSET, DUTY_WIDTH
+  f.u8(0), f.u8(0), f.u8(0x32);        // 106 DAY_ALRM, MON_ALRM, CENTURY (CMOS 0x32)
+  f.u16(0x3);                          // 109 IAPC_BOOT_ARCH: legacy devices, 8042
+  f.u8(0);                             // 111
+  f.u32((1u << 0) | (1u << 5));        // 112 flags: WBINVD; SLP_BUTTON (none). Fixed power button present.
+  f.zeros(12);                         // 116 RESET_REG (not supported: resets go through the i8042)
+  f.u8(0);                             // 128 RESET_VALUE
+  f.u16(0);                            // 129 ARM_BOOT_ARCH
+  f.u8(0);                             // 131 FADT minor version
+  f.u64(0);                            // 132 X_FIRMWARE_CTRL
+  f.u64(dsdt);                         // 140 X_DSDT
+  f.gas_io(kAcpiPm1aEvt, 32);          // 148 X_PM1a_EVT_BLK
+  f.zeros(12);                         // 160 X_PM1b_EVT_BLK
+  f.gas_io(kAcpiPm1aCnt, 16);          // 172 X_PM1a_CNT_BLK
+  f.zeros(244 - 184);                  // 184..243 X_PM1b_CNT, X_PM2_CNT, X_PM_TMR, X_GPE0, X_GPE1: none
+  f.zeros(24);                         // 244 SLEEP_CONTROL_REG, 256 SLEEP_STATUS_REG (hardware-reduced only)
+  f.u64(0);                            // 268 hypervisor vendor identity
   auto fadt_b = finish(f);
 
   Buf m = header("APIC", 5);
@@ -92,6 +111,8 @@ uint64_t write_acpi(GuestMemory& mem, uint32_t cpus) {
     m.u8(0), m.u8(8), m.u8(static_cast<uint8_t>(i)), m.u8(static_cast<uint8_t>(i)), m.u32(1);
   }
   m.u8(1), m.u8(12), m.u8(static_cast<uint8_t>(cpus)), m.u8(0), m.u32(0xfec00000), m.u32(0);  // IOAPIC, GSI base 0
+  // Interrupt source override: the SCI (ISA IRQ 9) on GSI 9, active high, level-triggered.
+  m.u8(2), m.u8(10), m.u8(0), m.u8(static_cast<uint8_t>(kAcpiSciIrq)), m.u32(kAcpiSciIrq), m.u16(0x000d);
   m.u8(4), m.u8(6), m.u8(0xff), m.u16(0), m.u8(1);  // local APIC NMI on LINT1 of every processor
   auto madt_b = finish(m);
 

@@ -14,8 +14,8 @@
 //                    (low 4 GiB identity-mapped with 2 MiB pages, P|RW|U/S at every level)
 //   0x9fc00-0x9ffff  reserved (EBDA area; e820: reserved)
 //   0xf0000-0xfffff  MP floating pointer at 0xf0000, MP configuration table at 0xf0010 (BIOS area, where
-//                    Linux scans for it; e820: reserved); ACPI tables at 0xf8000: RSDP, then XSDT, FADT
-//                    (hardware-reduced), DSDT (\_S5 only), MADT
+//                    Linux scans for it; e820: reserved); ACPI tables at 0xf8000: RSDP, then XSDT, FADT,
+//                    DSDT (\_S5 only), MADT
 // Kernels and test guests load at >= 1 MiB; initrd goes as high as allowed in low RAM.
 //
 // Kernel kinds: a file starting with the ELF magic is an ELF64 x86-64 executable. If it carries a "Vireo"
@@ -91,9 +91,16 @@ inline constexpr uint64_t kAcpi = 0xf8000;       // RSDP (Linux also scans 0xe00
 inline constexpr uint64_t kBootDataEnd = 0x100000;  // kernels/test guests must load at or above this
 }  // namespace addr
 
-// ACPI sleep control/status register (FADT, hardware-reduced): the guest writes (SLP_TYP << 2) | SLP_EN (bit 5)
-// as one byte; SLP_TYP 5 (\_S5) = power off, i.e. the value 0x34. For the VMM core to implement.
-inline constexpr uint16_t kAcpiSleepPort = 0x3c0;
+// ACPI fixed hardware described by the FADT, for the VMM core to implement (as QEMU's PC machines do):
+//   PM1a_EVT_BLK 0x600 (4 bytes): PM1_STS (16-bit, write 1 to clear) at 0x600, PM1_EN (16-bit) at 0x602.
+//     Power button: set PWRBTN_STS (bit 8) and, if PWRBTN_EN (bit 8 of PM1_EN) is set, raise the SCI.
+//   PM1a_CNT_BLK 0x604 (2 bytes): SCI_EN (bit 0) reads as 1; a write with SLP_EN (bit 13) and SLP_TYP
+//     (bits 12:10) = 5 (\_S5 in the DSDT) is a power-off request, e.g. 0x3400.
+//   SCI: ISA IRQ 9 = GSI 9, active high, level-triggered (MADT override).
+inline constexpr uint16_t kAcpiPm1aEvt = 0x600;
+inline constexpr uint16_t kAcpiPm1aCnt = 0x604;
+inline constexpr uint16_t kAcpiSciIrq = 9;
+inline constexpr uint16_t kAcpiSlpTypS5 = 5;
 
 // GDT selectors (Linux's boot selectors: __BOOT_CS 0x10, __BOOT_DS 0x18).
 inline constexpr uint16_t kSelCode32 = 0x08;

@@ -326,7 +326,7 @@ int main(int argc, char** argv) {
       }
     } else if (domstate->parsed()) {
       const std::string name = cli.name_of(dom);
-      auto s = cli.c().lookup(name);
+      auto s = cli.c().domstate(name);
       if (reason) std::printf("%s (%s)\n", s.state.c_str(), s.reason.c_str());
       else std::printf("%s\n", s.state.c_str());
     } else if (console_c->parsed()) {

@@ -118,7 +118,7 @@ int vireo_domain_get_id(const vireo_domain* dom) { return dom ? dom->s.id : -1; 
 int vireo_domain_get_state(vireo_domain* dom, int* state, const char** reason) {
   if (bad(dom, "domain")) return -1;
   return guarded([&] {
-    dom->s = dom->conn->c->lookup(dom->s.uuid);
+    dom->s = dom->conn->c->domstate(dom->s.uuid);
     if (state) *state = state_number(dom->s.state);
     if (reason) *reason = static_reason(dom->s.reason);
     return 0;

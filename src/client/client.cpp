@@ -94,6 +94,7 @@ std::vector<DomainSummary> Connection::list() {
 }
 
 DomainSummary Connection::lookup(const std::string& d) { return summary_from_json(call("lookup", {{"domain", d}})); }
+DomainSummary Connection::domstate(const std::string& d) { return summary_from_json(call("domstate", {{"domain", d}})); }
 
 static DefineResult define_result(const json& j) {
   DefineResult r;

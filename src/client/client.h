@@ -60,6 +60,7 @@ class Connection {
   nlohmann::json version();
   std::vector<DomainSummary> list();  // every domain, virsh's order (running by id, then by name)
   DomainSummary lookup(const std::string& domain);  // by name, id or uuid
+  DomainSummary domstate(const std::string& domain);  // like lookup, but asks a running VMM when it matters
   DefineResult define(const std::string& xml, bool validate = false);
   DefineResult create(const std::string& xml, bool validate = false);  // transient, started
   void undefine(const std::string& domain);

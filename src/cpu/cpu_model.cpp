@@ -389,6 +389,11 @@ std::vector<kvm_cpuid_entry2> build_cpuid(const std::vector<kvm_cpuid_entry2>& s
       break;
     }
   }
+  if (spec.mode != CpuMode::Custom) {
+    // KVM emulates the TSC-deadline timer with the in-kernel LAPIC but does not list it in
+    // KVM_GET_SUPPORTED_CPUID (it reports KVM_CAP_TSC_DEADLINE_TIMER instead), as QEMU does: advertise it.
+    if (auto* l1 = find(t, 1)) l1->ecx |= 1u << 24;
+  }
   apply_topology(t, vcpu_index, vcpu_count);
   apply_hypervisor_leaves(t);
   std::sort(t.begin(), t.end(), [](const kvm_cpuid_entry2& a, const kvm_cpuid_entry2& b) {

@@ -409,12 +409,37 @@ json Daemon::dispatch(const std::string& method, const json& p) {
     return r;
   }
   DomPtr d = lookup(param_str(p, "domain"));
-  if (method == "lookup" || method == "domstate") return summary(d);
+  if (method == "lookup") return summary(d);
+  if (method == "domstate") {
+    json s = summary(d);
+    bool ask;
+    {
+      Lock l(d->mu);
+      ask = d->active && d->state == "running" && d->shutdown_requested;
+    }
+    if (ask) {
+      // After a shutdown request the VMM knows whether the guest is on its way down.
+      try {
+        if (vmm_command(d, "query-status", 2000).value("status", "") == "shutting-down") {
+          s["state"] = "in shutdown";
+          s["reason"] = "user";
+        }
+      } catch (const std::exception&) {
+      }
+    }
+    return s;
+  }
   if (method == "dumpxml") {
     Lock l(d->mu);
     const bool inactive = param_bool(p, "inactive");
-    std::string xml = (d->active && !inactive) || d->config_xml.empty() ? d->live_xml : d->config_xml;
+    const bool live = (d->active && !inactive) || d->config_xml.empty();
+    std::string xml = live ? d->live_xml : d->config_xml;
     if (xml.empty()) xml = d->config_xml;
+    // A running domain's XML carries its id, as libvirt's does.
+    if (live && d->active && xml.rfind("<domain type='", 0) == 0) {
+      const auto q = xml.find('\'', 14);
+      if (q != std::string::npos) xml.insert(q + 1, " id='" + std::to_string(d->id) + "'");
+    }
     return json{{"xml", xml}};
   }
   if (method == "info") {
@@ -439,6 +464,13 @@ json Daemon::dispatch(const std::string& method, const json& p) {
     return json::object();
   }
   Lock op(d->op);
+  {
+    // The domain may have been undefined (and replaced) while we waited for its lock.
+    Lock t(table_mu_);
+    auto it = doms_.find(d->name);
+    if (it == doms_.end() || it->second != d)
+      throw RpcError(kNoDomain, "Domain not found: no domain with matching name '" + d->name + "'");
+  }
   if (method == "undefine") {
     undefine(d);
     return json::object();

@@ -208,6 +208,7 @@ class Converter {
 
   void run() {
     nchunks_ = (job_.total + job_.chunk - 1) / job_.chunk;
+    if (job_.in_order) finished_.assign(nchunks_, 0);
     std::vector<std::thread> ts;
     const int n = static_cast<int>(std::max<uint64_t>(1, std::min<uint64_t>(threads_, nchunks_)));
     for (int i = 0; i < n; ++i) ts.emplace_back([this] { worker(); });
@@ -248,12 +249,15 @@ class Converter {
     if (failed_.load() && turn_ != idx) throw Exit{1};
   }
 
+  // Marks chunk idx finished; the turn moves past every finished chunk (chunks without writes finish
+  // without waiting for their turn).
   void pass_turn(uint64_t idx) {
+    if (!job_.in_order) return;
     std::lock_guard g(mu_);
-    if (turn_ == idx) {
-      ++turn_;
-      turn_cv_.notify_all();
-    }
+    finished_[idx] = 1;
+    const uint64_t before = turn_;
+    while (turn_ < nchunks_ && finished_[turn_]) ++turn_;
+    if (turn_ != before) turn_cv_.notify_all();
   }
 
   void write_runs(const std::vector<Run>& runs, const uint8_t* buf, uint64_t off) {
@@ -304,8 +308,13 @@ class Converter {
         }
       } else {
         auto runs = plan_runs(segs, buf.data(), off, len, job_.gran);
-        wait_turn(idx);
-        write_runs(runs, buf.data(), off);
+        const bool writes = std::any_of(runs.begin(), runs.end(), [&](const Run& r) {
+          return r.kind == RunKind::Data || (r.kind == RunKind::Zero && !job_.target_zero);
+        });
+        if (writes) {
+          wait_turn(idx);
+          write_runs(runs, buf.data(), off);
+        }
       }
     } catch (const Exit&) {
       throw;
@@ -328,6 +337,7 @@ class Converter {
   std::mutex mu_;
   std::condition_variable turn_cv_;
   uint64_t turn_ = 0;
+  std::vector<uint8_t> finished_;
   std::exception_ptr error_;
 };
 
@@ -349,6 +359,7 @@ int cmd_convert(int argc, char** argv) {
   OptionList opts;
   bool compress = false, progress = false, quiet = false, no_create = false, target_is_zero = false;
   bool out_of_order = false, force_share = false, cache_none = false;
+  bool cache_unsafe = true;   // qemu-img convert's default target cache mode is "unsafe": no final flush
   uint64_t sparse = 4096;
   int threads = 8;
   for (int c; (c = p.next()) != -1;) {
@@ -376,7 +387,10 @@ int cmd_convert(int argc, char** argv) {
         break;
       }
       case 'p': progress = true; break;
-      case 't': cache_none = std::strcmp(p.arg(), "none") == 0 || std::strcmp(p.arg(), "directsync") == 0; break;
+      case 't':
+        cache_none = std::strcmp(p.arg(), "none") == 0 || std::strcmp(p.arg(), "directsync") == 0;
+        cache_unsafe = std::strcmp(p.arg(), "unsafe") == 0;
+        break;
       case 'T': break;
       case 'q': quiet = true; break;
       case 'n': no_create = true; break;
@@ -518,7 +532,8 @@ int cmd_convert(int argc, char** argv) {
     pr.finish();
   }
   try {
-    target->flush();
+    if (!cache_unsafe) target->flush();
+    target.reset();   // writes back the engine's metadata caches
   } catch (const Error& e) {
     die(fmt::format("error while flushing {}: {}", out_name, e.what()));
   }

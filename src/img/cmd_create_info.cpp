@@ -242,6 +242,7 @@ int cmd_info(int argc, char** argv) {
   if (p.index() != argc - 1) usage_error("Expecting one image file name");
   const std::string filename = argv[p.index()];
   spec.read_only = true;
+  spec.open_backing = chain;   // like qemu-img: a missing backing file only matters for --backing-chain
   auto img = open_or_die(filename, spec);
   std::vector<block::BlockImage*> images{img.get()};
   if (chain)

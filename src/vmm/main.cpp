@@ -65,9 +65,20 @@ int main(int argc, char** argv) {
     kvm::KvmSystem kvm;
 #ifdef VIREO_HAVE_VIRTIO
     std::unique_ptr<virtio::VirtioDevices> virtio_devs;
-    vmm::Machine machine(opts, kvm, [&](vmm::Machine& m) {
-      if (vopts.any()) virtio_devs = std::make_unique<virtio::VirtioDevices>(m, vopts);
-    });
+    auto make_machine = [&]() {
+      try {
+        return std::make_unique<vmm::Machine>(opts, kvm, [&](vmm::Machine& m) {
+          if (vopts.any()) virtio_devs = std::make_unique<virtio::VirtioDevices>(m, vopts);
+        });
+      } catch (...) {
+        // The devices were wired into a Machine that no longer exists: tearing them down would touch it.
+        // We are about to exit with an error, so let them go without cleanup.
+        (void)virtio_devs.release();
+        throw;
+      }
+    };
+    auto machine_ptr = make_machine();
+    vmm::Machine& machine = *machine_ptr;
 #else
     vmm::Machine machine(opts, kvm);
 #endif

@@ -294,3 +294,15 @@ def test_dd_and_bench(tmp_path):
     assert qimg("check", qc).returncode == 0
     r = vimg("bench", "-c", "100", "-f", "qcow2", qc, check=0)
     assert r.stdout.startswith("Sending 100 read requests, 4096 bytes each, 64 in parallel")
+
+
+def test_info_with_missing_backing_file(tmp_path):
+    qimg("create", "-q", "-f", "qcow2", tmp_path / "gone.qcow2", "1M", check=0)
+    qimg("create", "-q", "-f", "qcow2", "-b", "gone.qcow2", "-F", "qcow2", tmp_path / "t.qcow2", check=0)
+    (tmp_path / "gone.qcow2").unlink()
+    q, v = both(["info", "--output=json", "t.qcow2"], tmp_path)
+    assert q.returncode == v.returncode == 0
+    assert json.loads(v.stdout) == json.loads(q.stdout)
+    q, v = both(["info", "--backing-chain", "t.qcow2"], tmp_path)
+    assert q.returncode == v.returncode == 1
+    assert "gone.qcow2" in v.stderr

@@ -285,6 +285,7 @@ def test_lifecycle_start_suspend_resume_shutdown_destroy(daemon, short_root, gue
     assert r.returncode == 1 and r.stderr.endswith("error: Requested operation is not valid: domain is not paused\n")
 
     assert daemon.ok("shutdown", "s") == "Domain 's' is being shutdown\n\n"
+    assert daemon.ok("domstate", "--reason", "s") == "in shutdown (user)\n\n"
     daemon.wait_state("s", "shut off (shutdown)")
     assert daemon.ok("list", "--all") == " Id   Name   State\n-----------------------\n -    s      shut off\n\n"
 
@@ -504,3 +505,12 @@ def test_jsonrpc_protocol_errors(daemon):
     r = rpc(b'{"jsonrpc":"2.0","id":4,"method":"define","params":{}}')
     assert r["error"] == {"code": -32602, "message": "invalid params: missing string 'xml'"}
     c.close()
+
+
+def test_dumpxml_of_running_domain_has_id(daemon, short_root, guests):
+    daemon.ok("define", write(short_root / "i.xml", domain_xml("i", guests / "spin.elf")))
+    daemon.ok("start", "i")
+    assert daemon.ok("dumpxml", "i").startswith("<domain type='kvm' id='1'>\n  <name>i</name>\n")
+    assert daemon.ok("dumpxml", "--inactive", "i").startswith("<domain type='kvm'>\n")
+    daemon.ok("destroy", "i")
+    assert daemon.ok("dumpxml", "i").startswith("<domain type='kvm'>\n")

@@ -126,7 +126,9 @@ def main():
                 elif cmd == "shutdown":
                     reply(c, req)
                     if "deaf" not in base:
-                        state["exit"], state["exit_at"] = 0, time.monotonic() + 0.2
+                        # The guest takes a moment to power off; meanwhile it is "shutting-down".
+                        state["status"] = "shutting-down"
+                        state["exit"], state["exit_at"] = 0, time.monotonic() + 1.0
                 elif cmd == "reset":
                     reply(c, req)
                     state["exit"], state["exit_at"] = 2, time.monotonic() + 0.1

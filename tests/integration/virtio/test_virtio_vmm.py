@@ -5,17 +5,16 @@ this vireo-vmm was built without src/virtio."""
 import re
 import shlex
 import subprocess
-import time
 
 import pytest
 
-from vireo_testing import BUILD_DIR, require_kvm, run_kvm_script, run_vmm
+from vireo_testing import BUILD_DIR, require_kvm, run_kvm_script
 
 VMM = BUILD_DIR / "vireo-vmm"
 GUESTS = BUILD_DIR / "tests" / "guests"
 
 
-@pytest.fixture(autouse=True)
+@pytest.fixture(scope="module", autouse=True)
 def _need_vmm_with_virtio():
     if not VMM.exists():
         pytest.skip(f"{VMM} not built")
@@ -50,74 +49,128 @@ def make_disk(path, size=4 << 20):
     return path
 
 
+# All single-VM runs share one KVM session (one kit boot instead of one per test): the fixture runs every
+# vireo-vmm invocation in one script, each writing NAME.out/.err/.rc into a folder; tests assert on them.
+RUNS = {
+    "pattern_pci": (["--transport", "pci", "--disk", "path={d}/pattern_pci.img,format=raw"],
+                    "mode=pattern sectors=64 start=16 seed=7"),
+    "pattern_mmio": (["--transport", "mmio", "--disk", "path={d}/pattern_mmio.img,format=raw"],
+                     "mode=pattern sectors=64 start=16 seed=7"),
+    "errors": (["--disk", "path={d}/errors.img,format=raw,serial=VIREO-SN-42"], "mode=errors"),
+    "readonly": (["--disk", "path={d}/readonly.img,format=raw,readonly=on"], "mode=readonly"),
+    "malformed": (["--disk", "path={d}/malformed.img,format=raw", "--rng"], "mode=malformed"),
+    "rng": (["--transport", "mmio", "--rng"], ""),
+}
+GUEST_OF = {"rng": "virtio_rng"}
+BALLOON_PAGES = 16384
+
+
+@pytest.fixture(scope="module")
+def session(_need_vmm_with_virtio, tmp_path_factory):
+    d = tmp_path_factory.mktemp("virtio-vmm")
+    lines_ = ["cd /"]
+    for name, (args, cmd) in RUNS.items():
+        if name != "rng":
+            make_disk(d / f"{name}.img")
+        argv = [str(VMM), "--kernel", guest(GUEST_OF.get(name, "virtio_blk")), "--memory", "64M"]
+        argv += [a.format(d=d) for a in args]
+        if cmd:
+            argv += ["--cmdline", cmd]
+        q = " ".join(shlex.quote(a) for a in argv)
+        lines_.append(f"{q} </dev/null >{d}/{name}.out 2>{d}/{name}.err; echo $? >{d}/{name}.rc")
+    # Console: host input on stdin, guest serial to a file.
+    q = " ".join(shlex.quote(a) for a in [str(VMM), "--kernel", guest("virtio_console"), "--memory", "64M",
+                                          "--serial", f"file={d}/console.serial", "--console", "stdio"])
+    lines_.append(f"printf 'ping vireo\\n' | {q} >{d}/console.out 2>{d}/console.err; echo $? >{d}/console.rc")
+    # Balloon: sample the VMM's RSS after the guest touched its memory and after it inflated the balloon.
+    q = " ".join(shlex.quote(a) for a in [str(VMM), "--kernel", guest("virtio_balloon"), "--memory", "256M",
+                                          "--balloon", "--serial", f"file={d}/balloon.serial", "--cmdline",
+                                          f"pages={BALLOON_PAGES} addr=0x4000000 hold_mcycles=4000"])
+    lines_.append(f"""{q} >{d}/balloon.out 2>{d}/balloon.err &
+pid=$!
+rss() {{ awk '/^VmRSS/ {{print $2}}' /proc/$pid/status; }}
+wait_line() {{ for i in $(seq 1 600); do grep -q "$1" {d}/balloon.serial 2>/dev/null && return 0; sleep 0.05; done; return 1; }}
+wait_line "virtio_balloon: touched" && echo "$(rss)" >{d}/balloon.rss_touched
+wait_line "virtio_balloon: inflated" && sleep 0.2 && echo "$(rss)" >{d}/balloon.rss_inflated
+wait $pid; echo $? >{d}/balloon.rc""")
+    r = run_kvm_script("\n".join(lines_) + "\n", timeout=600, files=[d])
+    return d, r
+
+
+def result(session, name):
+    d, r = session
+    rc_file = d / f"{name}.rc"
+    if not rc_file.exists():
+        pytest.fail(f"{name}: no result (kit run: rc={r.returncode} stderr={r.stderr[-2000:]!r})")
+    return (int(rc_file.read_text().strip()), lines((d / f"{name}.out").read_bytes()),
+            (d / f"{name}.err").read_text(errors="replace"))
+
+
 @pytest.mark.parametrize("transport", ["pci", "mmio"])
-def test_blk_pattern_lands_in_file(tmp_path, transport):
-    disk = make_disk(tmp_path / "disk.img")
-    r = run_vmm(["--kernel", guest("virtio_blk"), "--memory", "64M", "--transport", transport,
-                 "--disk", f"path={disk},format=raw", "--cmdline", "mode=pattern sectors=64 start=16 seed=7"],
-                timeout=180)
-    out = lines(r.stdout)
-    assert r.returncode == 0, (out, r.stderr)
+def test_blk_pattern_lands_in_file(session, transport):
+    rc, out, err = result(session, f"pattern_{transport}")
+    assert rc == 0, (out, err)
     assert f"virtio_blk: capacity=8192 transport={transport}" in out
     assert "virtio_blk: readback ok" in out
-    # After the VMM exited, the bytes are in the host file, exactly.
+    # After the VMM exited, the bytes are in the host file, exactly, and nothing else changed.
+    disk = session[0] / f"pattern_{transport}.img"
     assert pattern_ok(disk, 16, 64, 7)
     data = open(disk, "rb").read()
     assert data[:16 * 512] == bytes(16 * 512) and data[80 * 512:] == bytes(len(data) - 80 * 512)
 
 
-def test_blk_errors_serial_flush_discard(tmp_path):
-    disk = make_disk(tmp_path / "disk.img")
-    r = run_vmm(["--kernel", guest("virtio_blk"), "--memory", "64M",
-                 "--disk", f"path={disk},format=raw,serial=VIREO-SN-42", "--cmdline", "mode=errors"], timeout=180)
-    out = lines(r.stdout)
-    assert r.returncode == 0, (out, r.stderr)
+def test_blk_errors_serial_flush_discard(session):
+    rc, out, err = result(session, "errors")
+    assert rc == 0, (out, err)
     assert "virtio_blk: serial=VIREO-SN-42" in out and "virtio_blk: errors ok" in out
 
 
-def test_blk_readonly(tmp_path):
-    disk = make_disk(tmp_path / "disk.img")
-    r = run_vmm(["--kernel", guest("virtio_blk"), "--memory", "64M",
-                 "--disk", f"path={disk},format=raw,readonly=on", "--cmdline", "mode=readonly"], timeout=180)
-    out = lines(r.stdout)
-    assert r.returncode == 0, (out, r.stderr)
+def test_blk_readonly(session):
+    rc, out, err = result(session, "readonly")
+    assert rc == 0, (out, err)
     assert "virtio_blk: readonly discard status=1" in out and "virtio_blk: readonly ok" in out
-    assert open(disk, "rb").read() == bytes(4 << 20)
+    assert open(session[0] / "readonly.img", "rb").read() == bytes(4 << 20)
 
 
-@pytest.mark.parametrize("transport", ["pci", "mmio"])
-def test_malformed_chain_breaks_only_that_device(tmp_path, transport):
-    disk = make_disk(tmp_path / "disk.img")
-    r = run_vmm(["--kernel", guest("virtio_blk"), "--memory", "64M", "--transport", transport,
-                 "--disk", f"path={disk},format=raw", "--rng", "--cmdline", "mode=malformed"], timeout=180)
-    out = lines(r.stdout)
-    assert r.returncode == 0, (out, r.stderr)
+def test_malformed_chain_breaks_only_that_device(session):
+    rc, out, err = result(session, "malformed")
+    assert rc == 0, (out, err)
     assert "virtio_blk: device needs reset" in out
     assert "virtio_blk: rng still works" in out
     assert "virtio_blk: reset recovers the device" in out
-    err = r.stderr.decode(errors="replace")
     assert re.search(r"virtio-blk disk0: guest error, device needs reset: .*loop", err), err
     assert err.count("device needs reset") == 1  # logged once
 
 
-def test_rng():
-    # (virtio-rng over PCI is also exercised by the malformed-chain test.)
-    r = run_vmm(["--kernel", guest("virtio_rng"), "--memory", "64M", "--transport", "mmio", "--rng"], timeout=180)
-    out = lines(r.stdout)
-    assert r.returncode == 0, (out, r.stderr)
+def test_rng(session):
+    rc, out, err = result(session, "rng")
+    assert rc == 0, (out, err)
+    assert "virtio_rng: transport=mmio" in out
     got = [l for l in out if l.startswith("virtio_rng: bytes=")]
     assert len(got) == 2 and got[0] != got[1]
 
 
-def test_console_echo(tmp_path):
-    serial = tmp_path / "serial.log"
-    r = run_vmm(["--kernel", guest("virtio_console"), "--memory", "64M", "--serial", f"file={serial}",
-                 "--console", "stdio"], input=b"ping vireo\n", timeout=180)
-    assert r.returncode == 0, (r.stdout, r.stderr, serial.read_text() if serial.exists() else "")
-    out = r.stdout.decode(errors="replace")
-    assert "virtio_console: hello\n" in out
-    assert "echo: ping vireo\n" in out
-    assert "virtio_console: echoed 11 bytes" in serial.read_text()
+def test_console_echo(session):
+    rc, out, err = result(session, "console")
+    serial = (session[0] / "console.serial").read_text(errors="replace")
+    assert rc == 0, (out, err, serial)
+    text = "\n".join(out)
+    assert "virtio_console: hello\n" in text
+    assert "echo: ping vireo\n" in text
+    assert "virtio_console: echoed 11 bytes" in serial
+
+
+def test_balloon_returns_memory(session):
+    """The guest touches 64 MiB, then inflates the balloon with it: the VMM's RSS drops accordingly."""
+    d = session[0]
+    rc, out, err = result(session, "balloon")
+    serial = (d / "balloon.serial").read_text(errors="replace")
+    assert rc == 0, (out, err, serial)
+    assert f"virtio_balloon: inflated {BALLOON_PAGES} pages" in serial
+    touched = int((d / "balloon.rss_touched").read_text())
+    inflated = int((d / "balloon.rss_inflated").read_text())
+    # 64 MiB were given back; allow for other allocations in between.
+    assert touched - inflated >= 48 * 1024, (touched, inflated)
 
 
 def test_net_tap_in_netns(tmp_path):
@@ -143,27 +196,3 @@ ip netns exec $ns sh -c '
     assert "VMM-EXIT=0" in out, (out, r.stderr)
     assert "virtio_net: transport=pci mac=52:54:00:12:34:77" in out
     assert "virtio_net: echo reply seq=3" in out and "virtio_net: ok" in out
-
-
-def test_balloon_returns_memory(tmp_path):
-    """The guest touches 64 MiB, then inflates the balloon with it: the VMM's RSS drops accordingly."""
-    serial = tmp_path / "serial.log"
-    pages = 16384
-    script = f"""
-{shlex.quote(str(VMM))} --kernel {shlex.quote(guest("virtio_balloon"))} --memory 256M --balloon \\
-    --serial file={serial} --cmdline "pages={pages} addr=0x4000000 hold_mcycles=4000" &
-pid=$!
-rss() {{ awk '/^VmRSS/ {{print $2}}' /proc/$pid/status; }}
-wait_line() {{ for i in $(seq 1 600); do grep -q "$1" {serial} 2>/dev/null && return 0; sleep 0.05; done; return 1; }}
-wait_line "virtio_balloon: touched" && echo "RSS-TOUCHED=$(rss)"
-wait_line "virtio_balloon: inflated" && sleep 0.2 && echo "RSS-INFLATED=$(rss)"
-wait $pid
-echo "VMM-EXIT=$?"
-"""
-    r = run_kvm_script(script, timeout=240, files=[tmp_path])
-    out = lines(r.stdout)
-    assert "VMM-EXIT=0" in out, (out, r.stderr, serial.read_text() if serial.exists() else "")
-    touched = int(next(l for l in out if l.startswith("RSS-TOUCHED=")).split("=")[1])
-    inflated = int(next(l for l in out if l.startswith("RSS-INFLATED=")).split("=")[1])
-    # 64 MiB were given back; allow for other allocations in between.
-    assert touched - inflated >= 48 * 1024, (touched, inflated)

@@ -24,6 +24,10 @@ CASES = {
     "toomany": ["--kernel", GUESTS / "hello.elf", "--memory", "32M", "--cpus", "4000"],
     "native_off": ["--kernel", GUESTS / "hello.elf", "--memory", "32M", "--native", "off"],
     "highmem": ["--kernel", GUESTS / "hello.elf", "--memory", "3584M"],
+    # Interrupts: the UART's THR-empty IRQ 4 (KVM_IRQ_LINE -> IOAPIC) and the in-kernel LAPIC timer.
+    "irq": ["--kernel", GUESTS / "irq.elf", "--memory", "32M", "--native", "off"],
+    "pty": ["--kernel", GUESTS / "hello.elf", "--memory", "32M", "--serial", "pty"],
+    "hugepages": ["--kernel", GUESTS / "hello.elf", "--memory", "size=64M,hugepages=on"],
 }
 
 
@@ -140,3 +144,28 @@ def test_serial_file_and_boot_log(runs):
     assert "Hello from the Vireo test guest!" in (d / "serial.log").read_text()
     assert re.search(r"^boot-marker 1 at \d+$", (d / "boot.log").read_text(), re.M)
     assert "boot-marker" not in res[2]
+
+
+def test_serial_and_lapic_interrupts_are_delivered(runs):
+    res = runs["irq"]
+    assert res[0] == 0, show(res)
+    assert "irq: serial thre vector 0x41 received" in res[1], show(res)
+    assert "irq: lapic timer vector 0x40 received" in res[1], show(res)
+    assert "irq: ok" in res[1]
+
+
+def test_pty_serial_prints_its_path(runs):
+    rc, out, err = runs["pty"]
+    assert rc == 0, show(runs["pty"])
+    assert re.search(r"^vireo-vmm: serial0: /dev/pts/\d+$", err, re.M), err
+    assert out == ""  # guest output went to the pty, not stdout
+
+
+def test_hugepages_boot_or_fail_clearly(runs):
+    rc, out, err = runs["hugepages"]
+    if rc == 0:  # this KVM host has 2 MiB hugepages reserved
+        assert "Hello from the Vireo test guest!" in out
+    else:
+        assert rc == 1, show(runs["hugepages"])
+        lines = err.strip().splitlines()
+        assert len(lines) == 1 and "guest memory" in lines[0] and "huge" in lines[0], err

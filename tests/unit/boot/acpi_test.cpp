@@ -46,10 +46,19 @@ TEST(BootAcpi, TablesChainAndDescribeTheMachine) {
 
   ASSERT_EQ(fadt.size(), 276u);
   EXPECT_EQ(fadt[8], 6) << "FADT revision";
-  EXPECT_TRUE(le<uint32_t>(fadt, 112) & (1u << 20)) << "HW_REDUCED_ACPI";
-  EXPECT_EQ(fadt[244], 1) << "sleep control: system I/O";
-  EXPECT_EQ(le<uint64_t>(fadt, 248), kAcpiSleepPort);
-  EXPECT_EQ(le<uint64_t>(fadt, 260), kAcpiSleepPort);
+  EXPECT_FALSE(le<uint32_t>(fadt, 112) & (1u << 20)) << "not hardware-reduced";
+  EXPECT_FALSE(le<uint32_t>(fadt, 112) & (1u << 4)) << "fixed-feature power button";
+  EXPECT_EQ(le<uint16_t>(fadt, 46), kAcpiSciIrq);
+  EXPECT_EQ(le<uint32_t>(fadt, 48), 0u) << "no SMI_CMD: always in ACPI mode";
+  EXPECT_EQ(le<uint32_t>(fadt, 56), kAcpiPm1aEvt);
+  EXPECT_EQ(le<uint32_t>(fadt, 64), kAcpiPm1aCnt);
+  EXPECT_EQ(fadt[88], 4);
+  EXPECT_EQ(fadt[89], 2);
+  EXPECT_EQ(fadt[148], 1) << "X_PM1a_EVT_BLK in system I/O";
+  EXPECT_EQ(fadt[149], 32);
+  EXPECT_EQ(le<uint64_t>(fadt, 152), kAcpiPm1aEvt);
+  EXPECT_EQ(fadt[173], 16);
+  EXPECT_EQ(le<uint64_t>(fadt, 176), kAcpiPm1aCnt);
   uint64_t dsdt_addr = le<uint64_t>(fadt, 140);
   EXPECT_EQ(le<uint32_t>(fadt, 40), dsdt_addr);
   auto dsdt = table(*mem, dsdt_addr, "DSDT");
@@ -58,7 +67,7 @@ TEST(BootAcpi, TablesChainAndDescribeTheMachine) {
 
   EXPECT_EQ(le<uint32_t>(madt, 36), 0xfee00000u);
   std::vector<int> apic_ids;
-  int ioapics = 0, nmis = 0;
+  int ioapics = 0, nmis = 0, overrides = 0;
   for (size_t at = 44; at < madt.size();) {
     uint8_t type = madt[at], len = madt[at + 1];
     ASSERT_GE(len, 2);
@@ -71,6 +80,11 @@ TEST(BootAcpi, TablesChainAndDescribeTheMachine) {
       EXPECT_EQ(le<uint32_t>(madt, at + 4), 0xfec00000u);
       EXPECT_EQ(le<uint32_t>(madt, at + 8), 0u) << "GSI base";
       ioapics++;
+    } else if (type == 2) {
+      EXPECT_EQ(madt[at + 3], kAcpiSciIrq) << "override for the SCI";
+      EXPECT_EQ(le<uint32_t>(madt, at + 4), kAcpiSciIrq);
+      EXPECT_EQ(le<uint16_t>(madt, at + 8), 0x000d) << "active high, level";
+      overrides++;
     } else if (type == 4) {
       EXPECT_EQ(madt[at + 5], 1) << "LINT1";
       nmis++;
@@ -80,6 +94,7 @@ TEST(BootAcpi, TablesChainAndDescribeTheMachine) {
   EXPECT_EQ(apic_ids, (std::vector<int>{0, 1, 2}));
   EXPECT_EQ(ioapics, 1);
   EXPECT_EQ(nmis, 1);
+  EXPECT_EQ(overrides, 1);
   // Everything lies in an e820-reserved range.
   for (uint64_t a : {rsdp, le<uint64_t>(x, 36), le<uint64_t>(x, 44), dsdt_addr}) {
     bool reserved = false;

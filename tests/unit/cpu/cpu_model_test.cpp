@@ -27,7 +27,7 @@ kvm_cpuid_entry2 E(uint32_t fn, uint32_t idx, uint32_t a, uint32_t b, uint32_t c
 Table intel_host() {
   Table t = {
       E(0, 0, 0x1f, 0x756e6547, 0x6c65746e, 0x49656e69),  // GenuineIntel, max leaf 0x1f
-      E(1, 0, 0x000906ea, 0x00100800, 0xf7fa3223 & ~(1u << 31), 0x178bfbff),
+      E(1, 0, 0x000906ea, 0x00100800, 0xf7fa3223 & ~(1u << 31) & ~(1u << 24), 0x178bfbff),  // KVM never lists tsc-deadline
       E(4, 0, 0x1c004121, 0x01c0003f, 0x3f, 0, true), E(4, 1, 0x1c004122, 0x01c0003f, 0x3f, 0, true),
       E(4, 2, 0x1c004143, 0x00c0003f, 0x3ff, 0, true), E(4, 3, 0x1c03c163, 0x03c0003f, 0x3fff, 6, true),
       E(4, 4, 0, 0, 0, 0, true),
@@ -91,7 +91,8 @@ TEST(CpuModelSpec, ParsesLibvirtModeNames) {
 TEST(CpuModelCpuid, HostPassthroughKeepsEverythingKvmSupports) {
   Table host = intel_host();
   Table t = build_cpuid(host, {CpuMode::HostPassthrough, ""}, 0, 1);
-  EXPECT_EQ(get(t, 1).ecx & ~(1u << 31), host[1].ecx);
+  EXPECT_EQ(get(t, 1).ecx & ~(1u << 31) & ~(1u << 24), host[1].ecx & ~(1u << 24));
+  EXPECT_TRUE(bit(get(t, 1).ecx, 24)) << "tsc-deadline: KVM emulates it without listing it";
   EXPECT_EQ(get(t, 1).edx & ~(1u << 28), host[1].edx & ~(1u << 28));
   EXPECT_EQ(get(t, 7).ebx, 0xffffffffu);
   EXPECT_EQ(get(t, 7, 1).eax, 0x30u);
@@ -106,7 +107,8 @@ TEST(CpuModelCpuid, HostModelHidesOnlyNonMigratableBits) {
   Table t = build_cpuid(host, {CpuMode::HostModel, ""}, 0, 1);
   EXPECT_FALSE(bit(get(t, 0x80000007).edx, 8)) << "invariant TSC hidden";
   EXPECT_EQ(get(t, 7).ebx, 0xffffffffu);
-  EXPECT_EQ(get(t, 1).ecx & ~(1u << 31), host[1].ecx);
+  EXPECT_EQ(get(t, 1).ecx & ~(1u << 31) & ~(1u << 24), host[1].ecx & ~(1u << 24));
+  EXPECT_TRUE(bit(get(t, 1).ecx, 24)) << "tsc-deadline";
 }
 
 TEST(CpuModelCpuid, Qemu64HidesModernFeatures) {
@@ -115,7 +117,7 @@ TEST(CpuModelCpuid, Qemu64HidesModernFeatures) {
   EXPECT_TRUE(bit(l1.edx, 25) && bit(l1.edx, 26)) << "sse, sse2";
   EXPECT_TRUE(bit(l1.ecx, 0)) << "sse3";
   EXPECT_TRUE(bit(l1.ecx, 13)) << "cx16";
-  for (int b : {1, 9, 12, 19, 20, 22, 23, 25, 26, 28, 29, 30}) EXPECT_FALSE(bit(l1.ecx, b)) << "leaf1 ecx bit " << b;
+  for (int b : {1, 9, 12, 19, 20, 22, 23, 24, 25, 26, 28, 29, 30}) EXPECT_FALSE(bit(l1.ecx, b)) << "leaf1 ecx bit " << b;
   EXPECT_FALSE(bit(l1.edx, 1)) << "vme is not in qemu64";
   EXPECT_TRUE(bit(l1.ecx, 31)) << "hypervisor";
   EXPECT_EQ(l1.eax, 0x00060fb1u) << "family 15 model 107 stepping 1";
@@ -145,6 +147,7 @@ TEST(CpuModelCpuid, Qemu64HidesModernFeatures) {
 TEST(CpuModelCpuid, HaswellKeepsAvx2AndMasksXsave) {
   Table t = build_cpuid(intel_host(), {CpuMode::Custom, "Haswell"}, 0, 1);
   EXPECT_TRUE(bit(get(t, 1).ecx, 28)) << "avx";
+  EXPECT_TRUE(bit(get(t, 1).ecx, 24)) << "Haswell has tsc-deadline (emulated by KVM)";
   EXPECT_TRUE(bit(get(t, 7).ebx, 5)) << "avx2";
   EXPECT_FALSE(bit(get(t, 7).ebx, 16)) << "avx512f hidden";
   EXPECT_FALSE(bit(get(t, 7).ebx, 4)) << "hle hidden";

@@ -2,7 +2,9 @@
 // round trips, defaults, units and error messages.
 #include <gtest/gtest.h>
 
+#include <cctype>
 #include <cstdlib>
+#include <ostream>
 #include <fstream>
 #include <sstream>
 
@@ -123,6 +125,13 @@ struct BadCase {
   const char* xml;
   const char* message;
 };
+
+// Stable, readable ctest names: the expected message with non-alphanumerics as '_'.
+void PrintTo(const BadCase& c, std::ostream* os) {
+  std::string s;
+  for (const char* p = c.message; *p && s.size() < 48; ++p) s += std::isalnum(static_cast<unsigned char>(*p)) ? *p : '_';
+  *os << s;
+}
 
 class BadXml : public ::testing::TestWithParam<BadCase> {};
 

@@ -115,6 +115,8 @@ TEST_F(ControlTest, SeveralClientsAndAfterActions) {
   a.send("{\"id\": \"a\", \"command\": \"echo\"}\n");
   EXPECT_EQ(a.recv_line()["id"], "a");
   EXPECT_EQ(b.recv_line()["id"], "b");
+  // The after-action runs right after the reply was sent (on the loop thread).
+  for (int i = 0; i < 1000 && handler_.afters.load() == 0; ++i) usleep(2000);
   EXPECT_EQ(handler_.afters.load(), 1);
 }
 
