@@ -17,9 +17,9 @@ cd "$WORK"
 
 now() { date +%s.%N; }
 # time_cmd CMD...: seconds one run of CMD takes
-time_cmd() { s=$(now); "$@" >/dev/null 2>&1; e=$(now); echo "$e - $s" | bc -l; }
+time_cmd() { s=$(now); "$@" >/dev/null 2>&1; e=$(now); awk "BEGIN{print $e - $s}"; }
 row() {  # row NAME QEMU_SECONDS VIREO_SECONDS
-  printf '%-34s %10.3f %10.3f %8.2fx\n' "$1" "$2" "$3" "$(echo "$2 / $3" | bc -l)"
+  printf '%-34s %10.3f %10.3f %8.2fx\n' "$1" "$2" "$3" "$(awk "BEGIN{print $2 / $3}")"
 }
 
 echo "preparing sources in $WORK ..."
@@ -68,7 +68,7 @@ lat() {  # lat NAME ARGS...: mean seconds of 20 runs per tool
     s=$(now); n=0
     while [ $n -lt 20 ]; do rm -f lat.qcow2; "$tool" "$@" >/dev/null 2>&1 || true; n=$((n + 1)); done
     e=$(now)
-    eval "t_$(basename "$tool" | tr -c 'a-z\n' '_')=\$(echo \"(\$e - \$s) / 20\" | bc -l)"
+    eval "t_$(basename "$tool" | tr -c 'a-z\n' '_')=\$(awk \"BEGIN{print (\$e - \$s) / 20}\")"
   done
   row "$name" "$t_qemu_img" "$t_vireo_img"
 }

@@ -73,5 +73,58 @@ if FIO:
         return part["runtime"] * 1e6  # ms -> ns
     R["fio_ns"] = {"randread4k": fio("randread", "4k", REQS, 8), "seqwrite1m": fio("write", "1m", MIB, 4),
                    "seqread1m": fio("read", "1m", MIB, 4)}
+
+# virtio-net: guest -> host UDP flood (1514-byte frames) into a tap in a network namespace.
+NET_GUEST = os.path.join(BUILD, "tests", "guests", "virtio_net.elf")
+NS = f"vireo-vb{os.getpid()}"
+FLOOD = int(os.environ.get("VIREO_BENCH_FLOOD", "20000"))
+
+
+def sh(cmd):
+    return subprocess.run(cmd, shell=True, capture_output=True, timeout=1800)
+
+
+def rx_packets():
+    return int(sh(f"ip netns exec {NS} cat /sys/class/net/vtap0/statistics/rx_packets").stdout or 0)
+
+
+if sh(f"ip netns add {NS}").returncode == 0:
+    try:
+        ok = sh(f"ip -n {NS} link set lo up && ip -n {NS} tuntap add dev vtap0 mode tap && "
+                f"ip -n {NS} addr add 10.0.2.2/24 dev vtap0 && ip -n {NS} link set vtap0 up").returncode == 0
+        if ok:
+            log = os.path.join(TMP, "net-markers")
+            before = rx_packets()
+            p = sh(f"ip netns exec {NS} {VMM} --kernel {NET_GUEST} --memory 64M --net tap=vtap0 "
+                   f"--cmdline 'flood={FLOOD}' --boot-log {log}")
+            after = rx_packets()
+            m = re.search(r"flood packets=(\d+) bytes=(\d+) cycles=(\d+)", p.stdout.decode(errors="replace"))
+            marks = dict((int(k), int(v)) for k, v in re.findall(r"^boot-marker (\d+) at (\d+)$",
+                                                                   open(log).read() if os.path.exists(log) else "", re.M))
+            if p.returncode == 0 and m and 0x30 in marks:
+                R["net_vireo"] = {"bytes": int(m.group(2)), "ns": (marks[0x31] - marks[0x30]) * 1000,
+                                  "delivered": after - before, "packets": FLOOD}
+            else:
+                R["net_vireo_error"] = (p.stdout + p.stderr).decode(errors="replace")[-300:]
+            if QEMU and os.path.exists("/dev/kvm"):
+                before = rx_packets()
+                q = sh(f"ip netns exec {NS} {QEMU} -accel kvm -M pc -cpu host -m 64M -nodefaults -no-user-config "
+                       f"-nographic -serial stdio -no-reboot -device isa-debug-exit,iobase=0x501,iosize=1 "
+                       f"-kernel {NET_GUEST} -append 'flood={FLOOD}' "
+                       f"-netdev tap,id=n0,ifname=vtap0,script=no,downscript=no "
+                       f"-device virtio-net-pci,netdev=n0,disable-legacy=on")
+                after = rx_packets()
+                m = re.search(r"flood packets=(\d+) bytes=(\d+) cycles=(\d+)", q.stdout.decode(errors="replace"))
+                if m:
+                    R["net_qemu"] = {"bytes": int(m.group(2)), "ns": int(m.group(3)) / tsc_per_ns,
+                                     "delivered": after - before, "packets": FLOOD}
+                else:
+                    R["net_qemu_error"] = (q.stdout + q.stderr).decode(errors="replace")[-300:]
+        else:
+            R["net_error"] = "cannot create the tap in the namespace"
+    finally:
+        sh(f"ip netns del {NS}")
+else:
+    R["net_error"] = "cannot create a network namespace"
 shutil.rmtree(TMP, ignore_errors=True)
 print(json.dumps(R))

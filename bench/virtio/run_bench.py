@@ -2,7 +2,8 @@
 """virtio-blk benchmark, one run, ratios printed: the virtio_blk test guest in bench mode (4 KiB random reads
 at queue depth 8, then 1 MiB sequential writes and reads at depth 4) through vireo-vmm (virtio-blk-pci, thread
 pool backend) vs the same guest on QEMU -accel kvm with virtio-blk-pci on the same file, vs host fio on that
-file (the limit). Where this machine has no /dev/kvm it runs inside the KVM kit (nested KVM on QEMU TCG): the
+file (the limit); and virtio-net: the virtio_net guest flooding UDP into a tap in a network namespace,
+vireo-vmm vs QEMU (virtio-net-pci, tap, no vhost) on the same setup. Where this machine has no /dev/kvm it runs inside the KVM kit (nested KVM on QEMU TCG): the
 figures are then nested-TCG figures, as the output says.
 Usage: bench/virtio/run_bench.py [--build DIR] [--reqs N] [--mib M]"""
 import argparse
@@ -52,6 +53,18 @@ def main():
               f"{(q / v if q else float('nan')):11.2f} {(f / v if f else float('nan')):10.2f}")
     if "qemu_error" in res:
         print("qemu:", res["qemu_error"])
+    nv, nq = res.get("net_vireo"), res.get("net_qemu")
+    if nv:
+        mbs = lambda n: n["bytes"] / (n["ns"] / 1e9) / 1e6
+        pps = lambda n: n["packets"] / (n["ns"] / 1e9)
+        line = f"virtio-net guest->netns UDP flood ({nv['packets']} x 1514-byte frames): vireo-vmm {mbs(nv):.1f} MB/s " \
+               f"({pps(nv):.0f} pkt/s, {nv['delivered']} seen on the tap)"
+        if nq:
+            line += f"; qemu {mbs(nq):.1f} MB/s ({pps(nq):.0f} pkt/s, {nq['delivered']} seen); vireo/qemu {mbs(nv) / mbs(nq):.2f}"
+        print(line)
+    for k in ("net_error", "net_vireo_error", "net_qemu_error"):
+        if k in res:
+            print(f"{k}: {res[k]}")
     return 0
 
 

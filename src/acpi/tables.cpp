@@ -188,7 +188,7 @@ Tables build_tables(const TableConfig& cfg) {
   if (cfg.cpus == 0 || cfg.cpus > 254) fail("acpi: {} vCPUs cannot be described (1-254 supported)", cfg.cpus);
   if (cfg.base % 16) fail("acpi: table base 0x{:x} is not 16-byte aligned", cfg.base);
   if (cfg.base > 0xffffffffull || cfg.limit > 0x100000000ull || cfg.limit <= cfg.base)
-    fail("acpi: table range 0x{:x}-0x{:x} is not inside the low 4 GiB", cfg.base, cfg.limit);
+    fail("acpi: table range 0x{:x}-0x{:x} is empty or not inside the low 4 GiB", cfg.base, cfg.limit);
   if (cfg.pm_base == 0 || cfg.pm_base > 0xffff - kPmBlockLen + 1)
     fail("acpi: PM block at port 0x{:x} does not fit in I/O space", cfg.pm_base);
 

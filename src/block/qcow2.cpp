@@ -1628,8 +1628,13 @@ void Qcow2Image::resize(uint64_t new_size, bool allow_shrink) {
       if (s.l1[l1i] & kL1OffsetMask) {
         auto* t = &s.writable_l2(l1i);
         for (uint64_t k = l2i; k < s.l2_entries(); k++) {
-          s.free_entry(t->w[k]);
-          if (t->w[k]) s.set_l2_word(*t, k, 0);
+          uint64_t e = s.l2_word(*t, k);
+          s.free_entry(e);
+          if (e) s.set_l2_word(*t, k, 0);
+          if (s.extended_l2() && t->w[k * 2 + 1]) {
+            t->w[k * 2 + 1] = 0;
+            t->dirty = true;
+          }
         }
         if (l2i == 0) {
           s.free_clusters_later(s.l1[l1i] & kL1OffsetMask, s.cs);
@@ -1872,8 +1877,9 @@ void Qcow2Image::write_compressed(uint64_t offset, std::span<const uint8_t> data
   unsigned x = 62 - (s.cluster_bits - 8);
   uint64_t entry = kCompressed | (nsec << x) | start;
   t = &s.get_l2(t_off);
-  s.free_entry(t->w[l2i]);
+  s.free_entry(s.l2_word(*t, l2i));
   s.set_l2_word(*t, l2i, entry);
+  if (s.extended_l2()) t->w[l2i * 2 + 1] = 0;  // compressed clusters carry no subcluster bitmap
 }
 
 CheckResult Qcow2Image::check(RepairMode repair) {
@@ -2222,7 +2228,7 @@ void Qcow2Image::preallocate(const std::string& mode) {
     uint64_t base = s.alloc_clusters(m);
     t = &s.get_l2(t_off);
     for (uint64_t j = 0; j < m; j++) {
-      if (t->w[l2i + j]) continue;
+      if (s.l2_word(*t, l2i + j)) continue;
       s.set_l2_word(*t, l2i + j, (base + j * s.cs) | kCopied);
     }
     ci += m;

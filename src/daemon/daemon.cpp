@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <set>
 #include <chrono>
 #include <cstdio>
 #include <sstream>
@@ -146,6 +147,21 @@ void Daemon::reattach(const std::string& name) {
     log("ignoring run state " + file + ": " + e.what());
     return;
   }
+  pid_t mpid = 0;
+  unsigned long long mstart = 0;
+  try {
+    mpid = st.value("monitor_pid", 0);
+    mstart = st.value("monitor_start", 0ull);
+    (void)st.value("id", -1);
+    (void)st.value("vmm_pid", 0);
+    (void)st.value("live_xml", std::string());
+    (void)st.value("state", std::string());
+    (void)st.value("reason", std::string());
+    (void)st.value("uuid", std::string());
+  } catch (const std::exception& e) {
+    log("ignoring run state " + file + ": " + e.what());
+    return;
+  }
   DomPtr d;
   auto it = doms_.find(name);
   if (it != doms_.end()) {
@@ -157,8 +173,6 @@ void Daemon::reattach(const std::string& name) {
     d->persistent = false;
     doms_[name] = d;
   }
-  const pid_t mpid = st.value("monitor_pid", 0);
-  const unsigned long long mstart = st.value("monitor_start", 0ull);
   const bool alive = mpid > 0 && process_start_time(mpid) == mstart &&
                      process_cmdline(mpid).find("--vmm-monitor") != std::string::npos;
   d->id = st.value("id", -1);
@@ -295,7 +309,7 @@ void Daemon::serve_connection(UniqueFd fd) {
       continue;
     }
     // The console method turns this connection into a raw byte stream to the domain's serial console.
-    if (req.is_object() && req.value("method", "") == "console") {
+    if (req.is_object() && req.contains("method") && req["method"].is_string() && req["method"] == "console") {
       UniqueFd con;
       json reply;
       try {
@@ -310,7 +324,7 @@ void Daemon::serve_connection(UniqueFd fd) {
       } catch (const RpcError& e) {
         reply = {{"jsonrpc", "2.0"}, {"id", req.value("id", json())}, {"error", {{"code", e.code()}, {"message", e.what()}}}};
       }
-      ch.write_line(reply.dump());
+      ch.write_line(reply.dump(-1, ' ', false, json::error_handler_t::replace));
       if (!con) continue;
       std::string pending = ch.take_buffered();
       UniqueFd cfd = ch.release();
@@ -330,7 +344,7 @@ void Daemon::serve_connection(UniqueFd fd) {
       }
     }
     json reply = handle(req);
-    if (!reply.is_null() && !ch.write_line(reply.dump())) return;
+    if (!reply.is_null() && !ch.write_line(reply.dump(-1, ' ', false, json::error_handler_t::replace))) return;
   }
 }
 
@@ -339,9 +353,15 @@ json Daemon::handle(const json& req) {
   auto err = [&](int code, const std::string& msg) {
     return json{{"jsonrpc", "2.0"}, {"id", id}, {"error", {{"code", code}, {"message", msg}}}};
   };
-  if (!req.is_object() || !req.contains("method") || !req["method"].is_string() || req.value("jsonrpc", "") != "2.0")
+  if (!req.is_object() || !req.contains("method") || !req["method"].is_string() || !req.contains("jsonrpc") ||
+      req["jsonrpc"] != "2.0")
     return err(-32600, "invalid request");
-  const json params = req.value("params", json::object());
+  const json params = req.contains("params") ? req["params"] : json::object();
+  static const std::set<std::string> kMethods = {
+      "hello", "version", "list", "define", "create", "lookup", "domstate", "dumpxml", "info", "autostart",
+      "undefine", "start", "destroy", "suspend", "resume", "shutdown", "reboot", "console"};
+  if (!kMethods.count(req["method"].get<std::string>()))
+    return err(-32601, "method not found: " + req["method"].get<std::string>());
   try {
     json result = dispatch(req["method"].get<std::string>(), params);
     if (!req.contains("id")) return json();  // notification
@@ -626,7 +646,7 @@ void Daemon::save_run_state(const DomPtr& d) {
           {"vmm_pid", d->vmm_pid},
           {"persistent", d->persistent},
           {"live_xml", d->live_xml}};
-  atomic_write(base(d->name) + ".json", st.dump(2) + "\n");
+  atomic_write(base(d->name) + ".json", st.dump(2, ' ', false, json::error_handler_t::replace) + "\n");
 }
 
 // ----------------------------------------------------------------------------------------- lifecycle

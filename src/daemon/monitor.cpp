@@ -125,7 +125,9 @@ int monitor_main(int argc, char** argv) {
         if (::waitpid(child, &status, WNOHANG) == child) exited = true;
       }
       if (pfds[1].revents & POLLIN) {
-        int c = ::accept4(listener.get(), nullptr, nullptr, SOCK_CLOEXEC);
+        // Non-blocking: a console client that stops reading is dropped instead of stalling the guest's
+        // serial output (the pty would fill up and block the VMM).
+        int c = ::accept4(listener.get(), nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
         if (c >= 0) clients.emplace_back(c);
       }
       auto drain = [&]() {

@@ -120,7 +120,13 @@ class InputPump {
       if (l) l->post([this] { resume(); });
     });
     registered_ = true;
-    loop.add(fd, EPOLLIN, [this](uint32_t ev) { on_event(ev); });
+    loop.add(fd, EPOLLIN, [this](uint32_t ev) {
+      try {
+        on_event(ev);
+      } catch (const std::exception&) {
+        stop();  // the input side broke (e.g. epoll refused a change): the port keeps working output-only
+      }
+    });
   }
   void stop() {
     if (registered_ && loop_) loop_->remove(fd_);

@@ -301,7 +301,8 @@ std::unique_ptr<block::BlockImage> open_or_die(const std::string& path, const Op
   try {
     return block::open_image(path, o);
   } catch (const Error& e) {
-    if (e.sys_errno() == ENOENT || e.sys_errno() == EACCES || e.sys_errno() == EISDIR)
+    const bool self = ::access(path.c_str(), F_OK) != 0 || e.sys_errno() == EACCES || e.sys_errno() == EISDIR;
+    if (self && (e.sys_errno() == ENOENT || e.sys_errno() == EACCES || e.sys_errno() == EISDIR))
       die(fmt::format("Could not open '{}': Could not open '{}': {}", path, path, std::strerror(e.sys_errno())));
     die(fmt::format("Could not open '{}': {}", path, e.what()));
   }

@@ -316,11 +316,17 @@ void Vcpu::set_cpuid(const std::vector<kvm_cpuid_entry2>& entries) {
 }
 
 std::vector<kvm_cpuid_entry2> Vcpu::get_cpuid() const {
-  const uint32_t n = 512;
-  abi::FlexBuffer<abi::CpuidHeader, kvm_cpuid_entry2> b(n);
-  b.header()->nent = n;
+  // KVM_GET_CPUID2 does not report how many entries it copied (nent is written back on neither path in 6.1),
+  // so mark every slot (padding[0], which KVM's entries have zero) and count the ones KVM overwrote.
+  constexpr uint32_t kMax = 256;  // KVM_MAX_CPUID_ENTRIES
+  constexpr uint32_t kMark = 0xfeedf00d;
+  abi::FlexBuffer<abi::CpuidHeader, kvm_cpuid_entry2> b(kMax);
+  b.header()->nent = kMax;
+  for (uint32_t i = 0; i < kMax; ++i) b.entries()[i].padding[0] = kMark;
   if (xioctl(fd_.get(), abi::kGetCpuid2, b.data()) < 0) throw_errno(fmt::format("vCPU {}: KVM_GET_CPUID2", id_));
-  return std::vector<kvm_cpuid_entry2>(b.entries(), b.entries() + b.header()->nent);
+  uint32_t n = 0;
+  while (n < kMax && b.entries()[n].padding[0] != kMark) ++n;
+  return std::vector<kvm_cpuid_entry2>(b.entries(), b.entries() + n);
 }
 
 std::optional<uint64_t> Vcpu::get_msr(uint32_t index) const {

@@ -107,7 +107,13 @@ ControlServer::ControlServer(EventLoop& loop, const std::string& path, CommandHa
   if (::bind(listen_.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) < 0)
     throw_errno("control socket: bind " + path);
   if (::listen(listen_.get(), 16) < 0) throw_errno("control socket: listen " + path);
-  loop_.add(listen_.get(), EPOLLIN, [this](uint32_t) { on_accept(); });
+  loop_.add(listen_.get(), EPOLLIN, [this](uint32_t) {
+    try {
+      on_accept();
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "vireo-vmm: control socket: %s\n", e.what());  // keep serving the others
+    }
+  });
 }
 
 ControlServer::~ControlServer() {
@@ -125,7 +131,14 @@ void ControlServer::on_accept() {
     auto client = std::make_unique<Client>();
     client->fd = std::move(c);
     clients_[fd] = std::move(client);
-    loop_.add(fd, EPOLLIN | EPOLLRDHUP, [this, fd](uint32_t ev) { on_client(fd, ev); });
+    loop_.add(fd, EPOLLIN | EPOLLRDHUP, [this, fd](uint32_t ev) {
+      try {
+        on_client(fd, ev);
+      } catch (const std::exception& e) {
+        std::fprintf(stderr, "vireo-vmm: control socket: %s\n", e.what());
+        close_client(fd);
+      }
+    });
   }
 }
 

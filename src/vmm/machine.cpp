@@ -76,7 +76,7 @@ Machine::Machine(const VmmOptions& opts, kvm::KvmSystem& kvm, DeviceWiring wire_
   if (opts_.cpus > 255) fail("--cpus {}: at most 255 vCPUs are supported (xAPIC ids)", opts_.cpus);
 
   MemoryConfig mc = opts_.memory;
-  mc.name = "vireo-ram-" + opts_.name;
+  mc.name = "vireo-ram-" + opts_.name.substr(0, 200);  // memfd names are limited to 249 bytes
   mem_ = std::make_unique<GuestMemory>(mc);
 
   vm_ = std::make_unique<kvm::Vm>(kvm_);

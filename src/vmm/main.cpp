@@ -79,6 +79,14 @@ int main(int argc, char** argv) {
     };
     auto machine_ptr = make_machine();
     vmm::Machine& machine = *machine_ptr;
+    // Destroyed before the Machine: on an error path (control socket, run()) the vCPUs may still be running,
+    // so the devices are let go without cleanup rather than torn down under them.
+    struct ReleaseOnError {
+      std::unique_ptr<virtio::VirtioDevices>& devs;
+      ~ReleaseOnError() {
+        if (std::uncaught_exceptions() > 0) (void)devs.release();
+      }
+    } release_on_error{virtio_devs};
 #else
     vmm::Machine machine(opts, kvm);
 #endif

@@ -12,7 +12,7 @@ import time
 from conftest import apply_model, assert_clean, assert_same_content, qimg, qio, qio_commands, random_ops, vimg
 
 SIZE = 8 * 1024 * 1024
-TIME_BUDGET = 90   # seconds per seed; rounds stop early when exceeded
+TIME_BUDGET = 45   # seconds per seed; rounds stop early when exceeded
 
 
 def _round_robin_options(rng):
@@ -104,7 +104,7 @@ def _run_seed(tmp_path, seed, rounds):
 
 def test_random_rounds(tmp_path):
     seed = int(os.environ.get("VIREO_IMG_SEED", "20261122"))
-    rounds = int(os.environ.get("VIREO_IMG_ROUNDS", "40"))
+    rounds = int(os.environ.get("VIREO_IMG_ROUNDS", "30"))
     for s in (seed, seed + 1):
         try:
             _run_seed(tmp_path, s, rounds)

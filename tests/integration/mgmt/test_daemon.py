@@ -199,6 +199,19 @@ def test_peer_credentials_are_checked(short_root):
         assert r.stderr == "error: failed to connect to the hypervisor\nerror: access denied: uid 65534 is not root\n"
     finally:
         d.cleanup()
+    # With --group, members of that group (here: nobody's group) are let in.
+    grp = subprocess.run(["getent", "group", "65534"], capture_output=True, text=True).stdout.split(":")[0]
+    if not grp:
+        return
+    d = Daemon(short_root / "root", VMM_DOUBLE, extra=["--socket-mode", "0666", "--group", grp])
+    d.start()
+    try:
+        r = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", str(BUILD / "vireo"),
+                            "-c", f"unix://{d.socket}", "list"], capture_output=True, text=True, timeout=30)
+        assert r.returncode == 0, r.stderr
+        assert r.stdout == " Id   Name   State\n--------------------\n\n"
+    finally:
+        d.cleanup()
 
 
 def test_start_fails_cleanly_when_vmm_cannot_run(short_root, guests):
@@ -499,7 +512,9 @@ def test_jsonrpc_protocol_errors(daemon):
     assert rpc(b"{not json")["error"]["code"] == -32700
     assert rpc(b'{"id":1,"method":"list"}')["error"]["code"] == -32600  # no "jsonrpc":"2.0"
     r = rpc(b'{"jsonrpc":"2.0","id":2,"method":"nosuch","params":{"domain":"x"}}')
-    assert r["id"] == 2 and r["error"]["code"] == 1  # unknown domain is checked first
+    assert r == {"jsonrpc": "2.0", "id": 2, "error": {"code": -32601, "message": "method not found: nosuch"}}
+    assert rpc(b'{"jsonrpc":"2.0","id":5,"method":7}')["error"]["code"] == -32600
+    assert rpc(b'[1,2]')["error"]["code"] == -32600
     r = rpc(b'{"jsonrpc":"2.0","id":3,"method":"list"}')
     assert r == {"jsonrpc": "2.0", "id": 3, "result": []}
     r = rpc(b'{"jsonrpc":"2.0","id":4,"method":"define","params":{}}')

@@ -111,8 +111,69 @@ TEST(QemuInterop, ExtendedL2IsReadable) {
   EXPECT_TRUE(q->info().extended_l2);
   EXPECT_EQ(read_all(*q), read_file(d.path("ref.raw")));
   q.reset();
-  auto w = Qcow2Image::open(img, rw());
-  EXPECT_THROW(w->write(0, std::vector<uint8_t>(512, 1)), vireo::Error);
+  // Writes: partial clusters over partially allocated / zero subclusters, zeroes, compressed.
+  auto ref = read_file(d.path("ref.raw"));
+  {
+    auto w = Qcow2Image::open(img, rw());
+    auto p = pattern(5000, 9);
+    w->write(10000, p);  // inside the cluster whose subclusters 2-5 are allocated
+    std::copy(p.begin(), p.end(), ref.begin() + 10000);
+    auto q = pattern(70000, 10);
+    w->write(1000000, q);  // over the zero subclusters at 1M and beyond
+    std::copy(q.begin(), q.end(), ref.begin() + 1000000);
+    w->write_zeroes(3 << 20, 1 << 19, false);
+    std::fill_n(ref.begin() + (3 << 20), 1 << 19, 0);
+    std::vector<uint8_t> cl(65536, 0x33);
+    w->write_compressed(0x300000 + (1 << 19), cl);
+    std::copy(cl.begin(), cl.end(), ref.begin() + 0x300000 + (1 << 19));
+    EXPECT_EQ(read_all(*w), ref);
+    auto r = w->check(RepairMode::None);
+    EXPECT_EQ(r.corruptions + r.leaks, 0u);
+    for (auto& m : r.messages) ADD_FAILURE() << m;
+  }
+  write_file(d.path("ref2.raw"), ref);
+  auto r = run("qemu-img compare -F raw " + img + " " + d.path("ref2.raw"));
+  EXPECT_EQ(r.status, 0) << r.out;
+  r = run("qemu-img check " + img);
+  EXPECT_EQ(r.status, 0) << r.out;
+}
+
+TEST(Qcow2, ExtendedL2CreateWriteOverBacking) {
+  TempDir d;
+  CreateOptions b;
+  b.format = "raw";
+  b.size = 2 << 20;
+  create_image(d.path("b.raw"), b);
+  auto bp = pattern(2 << 20, 51);
+  {
+    auto img = open_image(d.path("b.raw"), rw());
+    img->write(0, bp);
+  }
+  CreateOptions c;
+  c.extended_l2 = true;
+  c.cluster_size = 32768;
+  c.backing_file = "b.raw";
+  c.backing_format = "raw";
+  create_image(d.path("x.qcow2"), c);
+  auto model = bp;
+  {
+    auto img = open_image(d.path("x.qcow2"), rw());
+    auto p = pattern(3000, 52);
+    img->write(40000, p);
+    std::copy(p.begin(), p.end(), model.begin() + 40000);
+    img->write_zeroes(1 << 20, 65536, false);
+    std::fill_n(model.begin() + (1 << 20), 65536, 0);
+    EXPECT_EQ(read_all(*img), model);
+  }
+  auto img = open_image(d.path("x.qcow2"), ro());
+  EXPECT_EQ(read_all(*img), model);
+  if (have_qemu_img()) {
+    write_file(d.path("m.raw"), model);
+    auto r = run("qemu-img compare -F raw " + d.path("x.qcow2") + " " + d.path("m.raw"));
+    EXPECT_EQ(r.status, 0) << r.out;
+    r = run("qemu-img check " + d.path("x.qcow2"));
+    EXPECT_EQ(r.status, 0) << r.out;
+  }
 }
 
 TEST(QemuInterop, BackingChainWithBackingFormatAndQemuOverlay) {

@@ -18,11 +18,12 @@ struct Params {
   uint32_t refcount_bits;
   std::string compat;
   bool lazy = false;
+  bool ext = false;
 };
 
 std::string name_of(const testing::TestParamInfo<Params>& i) {
   return "cs" + std::to_string(i.param.cluster_size) + "_rb" + std::to_string(i.param.refcount_bits) + "_v" +
-         (i.param.compat == "0.10" ? "2" : "3") + (i.param.lazy ? "_lazy" : "");
+         (i.param.compat == "0.10" ? "2" : "3") + (i.param.lazy ? "_lazy" : "") + (i.param.ext ? "_extl2" : "");
 }
 
 class Qcow2Random : public testing::TestWithParam<Params> {};
@@ -39,6 +40,7 @@ TEST_P(Qcow2Random, MatchesModel) {
   c.refcount_bits = p.refcount_bits;
   c.compat = p.compat;
   c.lazy_refcounts = p.lazy;
+  c.extended_l2 = p.ext;
   std::string path = d.path("t.qcow2");
   create_image(path, c);
   std::vector<uint8_t> model(c.size, 0);
@@ -100,7 +102,7 @@ INSTANTIATE_TEST_SUITE_P(Variants, Qcow2Random,
                                          Params{4096, 1, "1.1"}, Params{4096, 64, "1.1"},
                                          Params{2 << 20, 16, "1.1"}, Params{65536, 16, "0.10"},
                                          Params{1024, 8, "1.1", true}, Params{16384, 2, "1.1"},
-                                         Params{512, 32, "1.1"}),
+                                         Params{512, 32, "1.1"}, Params{32768, 16, "1.1", false, true}),
                          name_of);
 
 TEST(Qcow2, HeaderFieldsAndInfo) {
@@ -323,6 +325,32 @@ TEST_P(Qcow2Compressed, WriteReadAndQemuAgrees) {
     EXPECT_EQ(r.status, 0) << r.out;
     write_file(d.path("model.raw"), model);
     r = run("qemu-img compare -F raw " + path + " " + d.path("model.raw"));
+    EXPECT_EQ(r.status, 0) << r.out;
+  }
+}
+
+TEST(Qcow2, CompressedWithOneBitRefcounts) {
+  TempDir d;
+  CreateOptions c;
+  c.size = 1 << 20;
+  c.cluster_size = 4096;
+  c.refcount_bits = 1;
+  std::string path = d.path("c1.qcow2");
+  create_image(path, c);
+  std::vector<uint8_t> model(c.size, 0);
+  {
+    auto img = Qcow2Image::open(path, rw());
+    for (uint64_t off = 0; off < 64 * 4096; off += 4096) {
+      std::vector<uint8_t> cl(4096, static_cast<uint8_t>(off / 4096 + 1));
+      img->write_compressed(off, cl);
+      std::copy(cl.begin(), cl.end(), model.begin() + static_cast<ptrdiff_t>(off));
+    }
+    EXPECT_EQ(read_all(*img), model);
+    auto r = img->check(RepairMode::None);
+    EXPECT_EQ(r.corruptions + r.leaks, 0u);
+  }
+  if (have_qemu_img()) {
+    auto r = run("qemu-img check " + path);
     EXPECT_EQ(r.status, 0) << r.out;
   }
 }

@@ -123,7 +123,14 @@ TEST_F(Rpc, ValidateAndXmlErrors) {
   r = call("define", {{"xml", "<domain type='kvm'><name>x</name></domain>"}});
   EXPECT_EQ(r["error"]["code"], kXmlError);
   EXPECT_EQ(r["error"]["message"], "XML error: domain: missing <memory>");
-  EXPECT_EQ(call("nosuch")["error"]["code"], -32602);  // no domain param
+  EXPECT_EQ(call("nosuch")["error"]["code"], -32601);
+  EXPECT_EQ(call("start")["error"]["code"], -32602);  // no domain param
+  EXPECT_EQ(call("start", json::array({1}))["error"]["code"], -32602);
+  // Wrongly typed members are errors, never exceptions out of handle().
+  EXPECT_EQ(d->handle(json{{"jsonrpc", 2}, {"id", 1}, {"method", "list"}})["error"]["code"], -32600);
+  EXPECT_EQ(d->handle(json{{"jsonrpc", "2.0"}, {"id", 1}, {"method", 5}})["error"]["code"], -32600);
+  EXPECT_EQ(call("define", {{"xml", 5}})["error"]["code"], -32602);
+  EXPECT_EQ(call("autostart", {{"domain", json::object()}})["error"]["code"], -32602);
   EXPECT_EQ(d->handle(json{{"id", 1}, {"method", "list"}})["error"]["code"], -32600);
   // A notification (no id) gets no reply.
   EXPECT_TRUE(d->handle(json{{"jsonrpc", "2.0"}, {"method", "list"}}).is_null());

@@ -12,7 +12,7 @@
 using namespace vireo;
 using namespace vireo::img;
 
-TEST(QemuSize, ParsesSuffixesAndFractions) {
+TEST(ImgQemuSize, ParsesSuffixesAndFractions) {
   EXPECT_EQ(parse_qemu_size("0"), 0u);
   EXPECT_EQ(parse_qemu_size("4096"), 4096u);
   EXPECT_EQ(parse_qemu_size("10b"), 10u);
@@ -24,7 +24,7 @@ TEST(QemuSize, ParsesSuffixesAndFractions) {
   EXPECT_EQ(parse_qemu_size("1T"), 1ull << 40);
 }
 
-TEST(QemuSize, RejectsJunkAndOverflow) {
+TEST(ImgQemuSize, RejectsJunkAndOverflow) {
   EXPECT_THROW(parse_qemu_size(""), Error);
   EXPECT_THROW(parse_qemu_size("1Q"), Error);
   EXPECT_THROW(parse_qemu_size("abc"), Error);
@@ -38,7 +38,7 @@ TEST(QemuSize, RejectsJunkAndOverflow) {
   }
 }
 
-TEST(SizeToStr, MatchesQemuRendering) {
+TEST(ImgSizeToStr, MatchesQemuRendering) {
   EXPECT_EQ(size_to_str(0), "0 B");
   EXPECT_EQ(size_to_str(4096), "4 KiB");
   EXPECT_EQ(size_to_str(200704), "196 KiB");
@@ -48,7 +48,7 @@ TEST(SizeToStr, MatchesQemuRendering) {
   EXPECT_EQ(size_to_str(1023 * 1024), "0.999 MiB");   // >= 1000 units switches to the next suffix
 }
 
-TEST(OptionList, SplitsAndEscapesCommas) {
+TEST(ImgOptionList, SplitsAndEscapesCommas) {
   auto o = parse_option_list("cluster_size=4k,backing_file=a,,b,lazy_refcounts");
   ASSERT_EQ(o.items.size(), 3u);
   EXPECT_EQ(o.get("cluster_size"), "4k");
@@ -71,7 +71,7 @@ block::CreateOptions checked(const std::string& fmt, const std::string& opts) {
 }
 }  // namespace
 
-TEST(CreateOptions, ValidatesLikeQemu) {
+TEST(ImgCreateOptions, ValidatesLikeQemu) {
   auto c = create_options_from("qcow2", parse_option_list(
       "cluster_size=2M,refcount_bits=64,compression_type=zstd,extended_l2=on,lazy_refcounts=on,size=1G"));
   EXPECT_EQ(c.cluster_size, 2u * 1024 * 1024);
@@ -93,7 +93,7 @@ TEST(CreateOptions, ValidatesLikeQemu) {
   EXPECT_THROW(create_options_from("vmdk", {}), Error);
 }
 
-TEST(CreateOptions, FormattingLineOrderMatchesQemu) {
+TEST(ImgCreateOptions, FormattingLineOrderMatchesQemu) {
   auto given = parse_option_list("");
   auto c = create_options_from("qcow2", given);
   c.size = 1073741824;
@@ -112,7 +112,7 @@ TEST(CreateOptions, FormattingLineOrderMatchesQemu) {
   EXPECT_EQ(formatting_line("p.raw", c, given), "Formatting 'p.raw', fmt=raw size=1048576 preallocation=falloc");
 }
 
-TEST(ConvertPlan, ZeroDetectionAtGranularity) {
+TEST(ImgConvertPlan, ZeroDetectionAtGranularity) {
   std::vector<uint8_t> buf(16384, 0);
   buf[5000] = 1;   // second 4k block has data
   std::vector<Segment> segs{{0, 16384, SegKind::Data}};
@@ -128,7 +128,7 @@ TEST(ConvertPlan, ZeroDetectionAtGranularity) {
   EXPECT_EQ(runs[2].length, 8192u);
 }
 
-TEST(ConvertPlan, SparseZeroDisablesScanAndBackingIsSkipped) {
+TEST(ImgConvertPlan, SparseZeroDisablesScanAndBackingIsSkipped) {
   std::vector<uint8_t> buf(8192, 0);
   std::vector<Segment> segs{{0, 4096, SegKind::Backing}, {4096, 4096, SegKind::Zero}};
   auto runs = plan_runs(segs, buf.data(), 0, 8192, 0);
@@ -146,7 +146,7 @@ TEST(ConvertPlan, SparseZeroDisablesScanAndBackingIsSkipped) {
   EXPECT_EQ(runs[0].kind, RunKind::Data);
 }
 
-TEST(ConvertPlan, NonZeroOffsetChunk) {
+TEST(ImgConvertPlan, NonZeroOffsetChunk) {
   std::vector<uint8_t> buf(4096, 7);
   std::vector<Segment> segs{{1 << 20, 4096, SegKind::Data}};
   auto runs = plan_runs(segs, buf.data(), 1 << 20, 4096, 512);
@@ -157,7 +157,7 @@ TEST(ConvertPlan, NonZeroOffsetChunk) {
   EXPECT_FALSE(buffer_is_zero(buf.data(), 1));
 }
 
-TEST(CheckFormat, CleanImage) {
+TEST(ImgCheckFormat, CleanImage) {
   block::CheckResult r;
   r.total_clusters = 16384;
   r.allocated_clusters = 16;
@@ -174,7 +174,7 @@ TEST(CheckFormat, CleanImage) {
   EXPECT_EQ(check_exit_status(r), 0);
 }
 
-TEST(CheckFormat, LeaksCorruptionsAndRepair) {
+TEST(ImgCheckFormat, LeaksCorruptionsAndRepair) {
   block::CheckResult r;
   r.total_clusters = 16;
   r.allocated_clusters = 1;
@@ -204,7 +204,7 @@ TEST(CheckFormat, LeaksCorruptionsAndRepair) {
   EXPECT_EQ(check_json(f, "d.qcow2", "qcow2")["leaks-fixed"], 2);
 }
 
-TEST(Measure, MatchesQemuFigures) {
+TEST(ImgMeasure, MatchesQemuFigures) {
   // qemu-img measure --size 1G -O qcow2: 393216 required, 1074135040 fully allocated.
   EXPECT_EQ(qcow2_prealloc_size(1ull << 30, 65536, 4, false), 1074135040u);
   // 10 MiB: 10813440 fully allocated (qemu-img 7.2).
