@@ -151,8 +151,9 @@ std::vector<uint8_t> build_madt(const TableConfig& cfg) {
   // I/O APIC: type 1, length 12, id, reserved, address, global system interrupt base.
   m.u8(1), m.u8(12), m.u8(static_cast<uint8_t>(cfg.cpus)), m.u8(0);
   m.u32(static_cast<uint32_t>(cfg.ioapic_addr)), m.u32(0);
-  // Interrupt source overrides: type 2, length 10, bus 0 (ISA), source IRQ, GSI, flags (MPS INTI).
-  m.u8(2), m.u8(10), m.u8(0), m.u8(0), m.u32(2), m.u16(0);                  // PIT IRQ 0 -> GSI 2, conforming
+  // Interrupt source override (type 2, length 10, bus 0 = ISA, source IRQ, GSI, MPS INTI flags) for the SCI.
+  // No override for IRQ 0: vireo-vmm's KVM routing sends ISA IRQ n to IOAPIC pin n (src/kvm), so the PIT is on
+  // GSI 0 (unlike QEMU, which routes it to pin 2 and says so with an IRQ0 -> GSI2 override).
   m.u8(2), m.u8(10), m.u8(0), m.u8(static_cast<uint8_t>(kSciIrq)), m.u32(kSciIrq),
       m.u16(kMadtActiveHigh | kMadtLevel);                                   // SCI: level, active high
   // Local APIC NMI: type 4, length 6, all processors (0xff), flags conforming, LINT1.

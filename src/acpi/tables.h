@@ -1,8 +1,8 @@
 // vireo/acpi: the ACPI tables vireo-vmm gives its guests (ACPI 6.x, full fixed hardware, not hardware-reduced):
 //
 //   RSDP (rev 2) -> XSDT (and RSDT) -> FADT (rev 6) -> FACS, DSDT (AML: \_S5 only)
-//                                   -> MADT (a local APIC per vCPU, the IOAPIC, IRQ0->GSI2 and SCI overrides,
-//                                            LINT1 = NMI)
+//                                   -> MADT (a local APIC per vCPU, the IOAPIC, the SCI override (level,
+//                                            active high), LINT1 = NMI)
 //
 // The FADT describes the PM device of src/acpi/pm.h: PM1a event block (status + enable), PM1a control block,
 // a 32-bit ACPI PM timer and the reset register, all in I/O space in one 16-byte block at `pm_base`; SCI on

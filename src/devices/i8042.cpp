@@ -3,7 +3,7 @@
 namespace vireo {
 
 namespace {
-constexpr uint8_t kStatusOutFull = 0x01, kStatusSystem = 0x04, kStatusCmd = 0x08;
+constexpr uint8_t kStatusOutFull = 0x01, kStatusSystem = 0x04, kStatusCmd = 0x08, kStatusUnlocked = 0x10;
 }
 
 I8042::I8042(std::function<void()> on_reset) : on_reset_(std::move(on_reset)) {}
@@ -55,7 +55,7 @@ void I8042::read(uint64_t offset, std::span<uint8_t> data) {
     data[0] = out_.value_or(0x00);
     out_.reset();
   } else if (offset == 4) {
-    uint8_t s = kStatusSystem;
+    uint8_t s = kStatusSystem | kStatusUnlocked;  // keyboard not inhibited (no keylock)
     if (out_) s |= kStatusOutFull;
     if (pending_) s |= kStatusCmd;
     data[0] = s;

@@ -515,12 +515,7 @@ int cmd_convert(int argc, char** argv) {
   job.target_zero = (fresh && !job.target_backing) || target_is_zero;
   const uint64_t cs = job.qtarget ? job.qtarget->cluster_size() : 4096;
   job.chunk = std::max<uint64_t>(cs, 2 * 1024 * 1024);
-  if (compress) {
-    job.chunk = std::max<uint64_t>(cs, 512 * 1024);
-    if (sources.size() > 1) {
-      // A compressed cluster must be written whole: sources are concatenated in target space anyway.
-    }
-  }
+  if (compress) job.chunk = std::max<uint64_t>(cs, 512 * 1024);   // whole clusters, in target space
   job.gran = sparse == 0 ? 0 : (job.qtarget ? std::max<uint64_t>(sparse, cs) : sparse);
   if (job.gran && job.chunk % job.gran) job.chunk = (job.chunk / job.gran + 1) * job.gran;
   job.in_order = !out_of_order && !compress;

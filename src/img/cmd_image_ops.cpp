@@ -229,10 +229,6 @@ int cmd_rebase(int argc, char** argv) {
     // must stay the same; copy it into the image where the new backing file differs.
     std::unique_ptr<block::BlockImage> nb;
     if (!new_backing.empty()) {
-      OpenSpec bs;
-      bs.format = new_fmt;
-      bs.read_only = true;
-      bs.force_share = true;
       const std::string path = block::resolve_backing_path(filename, new_backing);
       try {
         block::OpenOptions o;

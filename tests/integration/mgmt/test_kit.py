@@ -172,7 +172,7 @@ def test_kill9_daemon_reattach_with_real_vmm(kvm, short_root):
 def test_parallel_start_destroy_with_real_vmm(kvm, short_root):
     # 20 loops take ~2.5 min under nested TCG on 2 cores; the default keeps the suite fast (the 20-loop run
     # with the VMM double is in test_daemon.py). VIREO_MGMT_KIT_LOOPS=20 for the full run.
-    count = int(os.environ.get("VIREO_MGMT_KIT_LOOPS", "8"))
+    count = int(os.environ.get("VIREO_MGMT_KIT_LOOPS", "6"))
     names = [f"p{i}" for i in range(count)]
     for n in names:
         (short_root / f"{n}.xml").write_text(domain_xml(n, kvm / "spin.elf").replace("<memory unit='MiB'>64<", "<memory unit='MiB'>16<"))

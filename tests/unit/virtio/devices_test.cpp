@@ -1,7 +1,11 @@
 // rng, console and balloon through the virtio-mmio transport; option parsing; VirtioDevices assembly.
 #include <fcntl.h>
 #include <gtest/gtest.h>
+#include <poll.h>
 #include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <termios.h>
 #include <unistd.h>
 
 #include <filesystem>
@@ -158,6 +162,65 @@ TEST(VirtioConsole, EchoThroughPipes) {
     EXPECT_STREQ(b, "ed");
   }
   for (int fd : {in[0], in[1], out[0], out[1]}) ::close(fd);
+}
+
+// Port 0 on a listening unix socket (and on a pty): output reaches the client, client input the guest.
+TEST(VirtioConsole, UnixSocketAndPty) {
+  auto sock = std::filesystem::temp_directory_path() / ("vireo-console-" + std::to_string(::getpid()) + ".sock");
+  for (int kind = 0; kind < 2; ++kind) {
+    ConsoleBackendSpec spec;
+    spec.kind = kind == 0 ? ConsoleBackendSpec::Kind::Unix : ConsoleBackendSpec::Kind::Pty;
+    spec.path = sock.string();
+    MmioRig rig([&](GuestMemory& m) { return std::make_shared<ConsoleDevice>(m, "console0", spec); });
+    auto* con = static_cast<ConsoleDevice*>(rig.dev.get());
+    MmioDriver& d = *rig.driver;
+    int fd = -1;
+    if (kind == 0) {
+      EXPECT_EQ(con->details(), "unix=" + sock.string());
+      fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+      sockaddr_un a{};
+      a.sun_family = AF_UNIX;
+      std::strncpy(a.sun_path, sock.c_str(), sizeof a.sun_path - 1);
+      ASSERT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
+    } else {
+      ASSERT_EQ(con->pty_path().rfind("/dev/pts/", 0), 0u) << con->pty_path();
+      fd = ::open(con->pty_path().c_str(), O_RDWR | O_NOCTTY | O_CLOEXEC);
+      ASSERT_GE(fd, 0);
+      termios t{};
+      ASSERT_EQ(::tcgetattr(fd, &t), 0);
+      cfmakeraw(&t);
+      ASSERT_EQ(::tcsetattr(fd, TCSANOW, &t), 0);
+    }
+    GuestRing rx(rig.h.memory(), kRing, 8), tx(rig.h.memory(), kRing + 0x10000, 8);
+    ASSERT_TRUE(d.init(kModern, {&rx, &tx}) & kStatusDriverOk);
+    const std::string msg = kind == 0 ? "to the socket" : "to the pty";
+    rig.h.memory().write(kBuf, std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(msg.data()), msg.size()));
+    tx.set_desc(0, kBuf, static_cast<uint32_t>(msg.size()), 0);
+    tx.publish(0);
+    d.notify(1);
+    std::string got;
+    ASSERT_TRUE(FakeHooks::wait_for([&] {
+      char b[64];
+      pollfd p{fd, POLLIN, 0};
+      if (::poll(&p, 1, 10) == 1) {
+        ssize_t n = ::read(fd, b, sizeof b);
+        if (n > 0) got.append(b, static_cast<size_t>(n));
+      }
+      return got.size() >= msg.size();
+    }));
+    EXPECT_EQ(got, msg);
+    rx.set_desc(0, kBuf + 0x1000, 64, kDescFWrite);
+    rx.publish(0);
+    d.notify(0);
+    ASSERT_EQ(::write(fd, "back", 4), 4);
+    ASSERT_TRUE(FakeHooks::wait_for([&] { return rx.used_idx() == 1; }));
+    char in[5] = {};
+    rig.h.memory().read(kBuf + 0x1000, std::span<uint8_t>(reinterpret_cast<uint8_t*>(in), 4));
+    EXPECT_STREQ(in, "back");
+    EXPECT_EQ(rx.used(0).len, 4u);
+    ::close(fd);
+  }
+  EXPECT_FALSE(std::filesystem::exists(sock));  // removed with the device
 }
 
 long rss_kib() {
