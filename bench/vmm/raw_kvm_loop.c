@@ -3,7 +3,7 @@
  *   pio:  N x `out %eax, $0x510`     (each a KVM_EXIT_IO to this program)
  *   mmio: N x `mov %eax, 0xd0000000` (each a KVM_EXIT_MMIO)
  * bracketed by writes to port 0x80 that this program timestamps. On a PVM host the vCPU is switched to
- * native mode exactly as vireo-vmm does (MSR 0x4b564d10 bit 0 when MSR 0x4b564d11 reads "PVM").
+ * native mode exactly as vireo-vmm does; the VM has an in-kernel irqchip as vireo-vmm's does (MSR 0x4b564d10 bit 0 when MSR 0x4b564d11 reads "PVM").
  * Usage: raw_kvm_loop pio|mmio N   -> prints "raw <mode> n=N ns_per_exit=X pvm=<native|no>" */
 #include <errno.h>
 #include <fcntl.h>
@@ -47,6 +47,8 @@ int main(int argc, char** argv) {
   if (kvm < 0) DIE("open /dev/kvm");
   int vm = ioctl(kvm, KVM_CREATE_VM, 0);
   if (vm < 0) DIE("KVM_CREATE_VM");
+  /* Same VM shape as vireo-vmm (in-kernel irqchip), so only the userspace exit path differs. */
+  if (ioctl(vm, KVM_CREATE_IRQCHIP, 0) < 0) DIE("KVM_CREATE_IRQCHIP");
   const size_t msz = 2 << 20;
   uint8_t* mem = mmap(NULL, msz, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
   if (mem == MAP_FAILED) DIE("mmap");

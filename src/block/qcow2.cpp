@@ -1824,20 +1824,19 @@ void Qcow2Image::snapshot_delete(const std::string& key) {
 void Qcow2Image::write_compressed(uint64_t offset, std::span<const uint8_t> data) {
   State& s = *s_;
   // Compression runs before taking the image lock, so several threads compress in parallel.
-  std::vector<uint8_t> comp;
-  if (data.size() <= s.cs) {
-    std::vector<uint8_t> full(s.cs, 0);
-    std::copy(data.begin(), data.end(), full.begin());
-    comp = s.compress(full);
-  }
-  std::lock_guard g(s_->mu);
+  // Up to one cluster of data; shorter data is zero-padded, bytes past the end of the image are ignored.
   if (offset % s.cs) fail("write_compressed {}: offset {} is not cluster aligned", s.filename, offset);
-  uint64_t len = std::min<uint64_t>(s.cs, s.size - std::min(offset, s.size));
-  if (offset >= s.size || data.size() != len)
-    fail("write_compressed {}: need exactly one cluster ({} bytes) at {}", s.filename, len, offset);
+  if (offset >= s.size || data.empty() || data.size() > s.cs)
+    fail("write_compressed {}: need 1..{} bytes inside the image at {}", s.filename, s.cs, offset);
+  data = data.first(std::min<uint64_t>(data.size(), s.size - offset));
+  std::vector<uint8_t> full(s.cs, 0);
+  std::copy(data.begin(), data.end(), full.begin());
+  std::vector<uint8_t> comp = s.compress(full);
+  std::lock_guard g(s_->mu);
+  uint64_t len = std::min<uint64_t>(s.cs, s.size - offset);
   s.prepare_write();
   if (comp.empty()) {  // incompressible: a normal cluster
-    s.write_locked(offset, data);
+    s.write_locked(offset, std::span<const uint8_t>(full.data(), len));
     return;
   }
   uint64_t ci = offset / s.cs, l1i = ci / s.l2_entries(), l2i = ci % s.l2_entries();

@@ -102,8 +102,9 @@ class Qcow2Image : public BlockImage {
   void snapshot_delete(const std::string& name_or_id);
 
   // Writes one whole cluster compressed (zlib raw deflate or zstd per the header) at a cluster-aligned
-  // guest offset; `data` is cluster_size() bytes (or the rest of the image for the last cluster). Stored
-  // uncompressed when compression does not save space. The cluster must not be shared with a snapshot.
+  // guest offset; `data` is 1..cluster_size() bytes: shorter data is zero-padded to the cluster, bytes past
+  // the end of the image are ignored. Stored uncompressed when compression does not save space. Compression
+  // happens outside the image lock (call from several threads to use several cores).
   void write_compressed(uint64_t offset, std::span<const uint8_t> data);
 
   // qemu-img check [-r leaks|all]. Repair requires a read-write image.

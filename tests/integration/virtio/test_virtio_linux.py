@@ -98,8 +98,8 @@ def test_linux_drivers_on_vireo_devices(tmp_path):
     kernel = Path(kernels[-1])
     moddir = Path("/lib/modules") / kernel.name[len("vmlinuz-"):]
     busybox = shutil.which("busybox")
-    if not moddir.exists() or not busybox:
-        pytest.skip(f"need {moddir} and a static busybox")
+    if not moddir.exists() or not busybox or b"ld-linux" in Path(busybox).read_bytes()[:8192]:
+        pytest.skip(f"need {moddir} and a static busybox (apt-get install busybox-static)")
     require_kvm()
     mods = resolve_modules(moddir, MODULES)
     entries = [("bin", 0o40755, None), ("dev", 0o40755, None), ("proc", 0o40755, None), ("sys", 0o40755, None),

@@ -392,6 +392,13 @@ TEST(VirtioDevicesAssembly, MissingDiskIsAnError) {
   VirtioOptions o;
   o.disks.push_back(parse_disk("path=/nonexistent/disk.img"));
   EXPECT_THROW(VirtioDevices(h, o), Error);
+  o.disks[0] = parse_disk("path=/dev/null,engine=uring");
+  try {
+    VirtioDevices vd(h, o);
+    ADD_FAILURE() << "engine=uring accepted";
+  } catch (const Error& e) {
+    EXPECT_STREQ(e.what(), "--disk /dev/null: engine=uring is not available in this build (use threads)");
+  }
 }
 
 }  // namespace
