@@ -1,4 +1,5 @@
 #include "daemon/daemon.h"
+#include "daemon/netdev.h"
 
 #include <fcntl.h>
 #include <grp.h>
@@ -672,6 +673,16 @@ void Daemon::start_locked(const DomPtr& d, bool restart) {
   } catch (const Error& e) {
     throw RpcError(kUnsupported, std::string("unsupported configuration: ") + e.what());
   }
+  // Taps left by an earlier run of this domain (a monitor that was killed) go first; then the bridge
+  // ports the monitor is to create (monitor.cpp).
+  for (const std::string& p : delete_taps_in_file(b + ".taps")) log("domain '" + d->name + "': " + p);
+  ::unlink((b + ".bridges").c_str());
+  if (auto plan = domain::bridge_plan(def); !plan.empty()) {
+    std::string text;
+    for (const auto& p : plan)
+      text += std::to_string(p.net_index) + " " + p.bridge + " " + p.tap + " " + p.mac + "\n";
+    atomic_write(b + ".bridges", text);
+  }
   if (opts_.vmm.empty() || ::access(opts_.vmm.c_str(), X_OK) < 0)
     failed("cannot run vireo-vmm '" + opts_.vmm + "': " + errno_message("access", errno).substr(8));
 
@@ -862,7 +873,9 @@ void Daemon::finish_run(const DomPtr& d, uint64_t gen) {
       if (d->persistent) d->live_xml.clear();
     }
   }
-  for (const char* ext : {".json", ".api", ".vmmpid", ".con", ".exit"}) ::unlink((b + ext).c_str());
+  for (const char* ext : {".json", ".api", ".vmmpid", ".con", ".exit", ".bridges"}) ::unlink((b + ext).c_str());
+  // The monitor deletes the taps it made when the VMM ends; if it was killed, they are still listed.
+  for (const std::string& p : delete_taps_in_file(b + ".taps")) log("domain '" + d->name + "': " + p);
   if (restart) {
     try {
       start_locked(d, true);

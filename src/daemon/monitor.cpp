@@ -7,7 +7,11 @@
 //     number of `vireo console` streams (through vireod) can attach to,
 //   - writes the VMM's pid to DIR/NAME.vmmpid and, when the VMM ends, its wait status to DIR/NAME.exit
 //     ("exit N" or "signal N"), so a vireod that was not the parent (after a restart) still learns how
-//     the domain ended.
+//     the domain ended,
+//   - for <interface type='bridge'>: reads DIR/NAME.bridges (written by vireod: "NET_INDEX BRIDGE TAP MAC"
+//     per line), creates each persistent tap, enslaves it to its bridge, lists the taps it created in
+//     DIR/NAME.taps, passes the real names to vireo-vmm (`--net tap=vnet%d` -> `tap=vnet0`), and deletes
+//     those taps when the VMM has ended (vireod deletes any that are left, e.g. after a SIGKILL).
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
@@ -22,19 +26,51 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <sstream>
 #include <string>
 #include <vector>
 
 #include "common/error.h"
 #include "common/fd.h"
 #include "daemon/monitor.h"
+#include "daemon/netdev.h"
 #include "daemon/util.h"
 
 namespace vireo::daemon {
 
 namespace {
 constexpr off_t kMaxLog = 1 << 20;  // the console log restarts when it reaches 1 MiB
+
+// Creates the taps listed in BASE.bridges and points the matching `--net tap=...` options at them.
+void setup_bridge_taps(const std::string& base, std::vector<std::string>& args) {
+  const auto plan = try_read_file(base + ".bridges");
+  if (!plan) return;
+  std::vector<size_t> net_values;  // positions of the --net option values
+  for (size_t i = 0; i + 1 < args.size(); ++i)
+    if (args[i] == "--net") net_values.push_back(i + 1);
+  std::string created;
+  std::istringstream in(*plan);
+  for (std::string line; std::getline(in, line);) {
+    if (line.empty()) continue;
+    std::istringstream f(line);
+    size_t index = 0;
+    std::string bridge, tap, mac;
+    if (!(f >> index >> bridge >> tap >> mac) || index >= net_values.size())
+      fail("{}.bridges: bad line '{}'", base, line);
+    std::string& value = args[net_values[index]];
+    const std::string want = "tap=" + tap;
+    if (value.compare(0, want.size(), want) != 0 || (value.size() > want.size() && value[want.size()] != ','))
+      fail("{}.bridges: --net {} does not use tap {}", base, value, tap);
+    BridgeTap t = attach_bridge_tap(tap, bridge, mac);
+    if (t.created) {
+      created += t.name + "\n";
+      atomic_write(base + ".taps", created);
+    }
+    value = "tap=" + t.name + value.substr(want.size());
+  }
 }
+
+}  // namespace
 
 int monitor_main(int argc, char** argv) {
   // argv: [0]=vireod [1]=--vmm-monitor [2]=DIR [3]=NAME [4]=VMM [5..]=VMM args
@@ -77,9 +113,11 @@ int monitor_main(int argc, char** argv) {
     if (!err) throw_errno("open " + base + ".err");
     UniqueFd listener = unix_listen(base + ".con", 0600);
 
+    std::vector<std::string> vmm_args(argv + 5, argv + argc);
+    setup_bridge_taps(base, vmm_args);
     std::vector<char*> args;
     args.push_back(const_cast<char*>(vmm.c_str()));
-    for (int i = 5; i < argc; ++i) args.push_back(argv[i]);
+    for (auto& a : vmm_args) args.push_back(a.data());
     args.push_back(nullptr);
 
     const pid_t child = ::fork();
@@ -163,6 +201,8 @@ int monitor_main(int argc, char** argv) {
     }
     std::string how = WIFEXITED(status) ? "exit " + std::to_string(WEXITSTATUS(status))
                                         : "signal " + std::to_string(WTERMSIG(status));
+    for (const std::string& p : delete_taps_in_file(base + ".taps"))
+      std::fprintf(stderr, "vireod monitor %s: %s\n", name.c_str(), p.c_str());
     atomic_write(base + ".exit", how + "\n");
     ::unlink((base + ".con").c_str());
     return 0;
@@ -170,6 +210,7 @@ int monitor_main(int argc, char** argv) {
     std::fprintf(stderr, "vireod monitor %s: %s\n", name.c_str(), e.what());
     // Tell the daemon the VMM never ran.
     try {
+      delete_taps_in_file(base + ".taps");
       atomic_write(base + ".err", std::string(e.what()) + "\n");
       atomic_write(base + ".exit", "exit 127\n");
     } catch (...) {

@@ -167,4 +167,17 @@ struct VmmWiring {
 // run on vireo-vmm (no <kernel>: Vireo has no firmware; unsupported disk/interface types).
 std::vector<std::string> vmm_args(const DomainDef& def, const VmmWiring& wiring);
 
+// `<interface type='bridge'>`s: the tap each needs, created and enslaved by the daemon's monitor before
+// vireo-vmm runs. `net_index` counts the `--net` options of vmm_args() (one per interface, in order).
+// A bridge port without <target dev> gets the kernel's next free vnetN: vmm_args() then emits
+// `tap=vnet%d` (kAutoTapName), which the monitor replaces with the name it got.
+inline constexpr const char* kAutoTapName = "vnet%d";
+struct BridgePort {
+  size_t net_index = 0;
+  std::string bridge;
+  std::string tap;  // a name or kAutoTapName
+  std::string mac;  // the guest's; the tap gets it with the first byte 0xfe (as libvirt does)
+};
+std::vector<BridgePort> bridge_plan(const DomainDef& def);
+
 }  // namespace vireo::domain

@@ -53,9 +53,10 @@ std::vector<std::string> vmm_args(const DomainDef& d, const VmmWiring& w) {
     if (k.source.empty()) fail("{}: no source (empty drives are not supported)", what);
     std::string s = "path=" + plain(k.source, what) + ",format=" + k.driver_type;
     if (k.readonly) s += ",readonly=on";
-    if (!k.cache.empty() && k.cache != "default") s += ",cache=" + k.cache;
-    if (!k.io.empty()) s += ",io=" + k.io;
-    if (k.discard == "unmap") s += ",discard=on";
+    // cache: vireo-vmm knows none/directsync (O_DIRECT) and writeback/writethrough; 'unsafe' runs as
+    // writeback. io= and discard= have no vireo-vmm equivalent (reported as unsupported by the parser).
+    if (k.cache == "unsafe") s += ",cache=writeback";
+    else if (!k.cache.empty() && k.cache != "default") s += ",cache=" + k.cache;
     if (!k.serial.empty()) s += ",serial=" + plain(k.serial, what);
     a.insert(a.end(), {"--disk", s});
   }
@@ -64,7 +65,10 @@ std::vector<std::string> vmm_args(const DomainDef& d, const VmmWiring& w) {
     if (i.model != "virtio") fail("{}: model '{}' is not supported (virtio only)", what, i.model);
     std::string s;
     if (i.type == "ethernet") s = "tap=" + plain(i.target_dev, what);
-    else if (i.type == "bridge") s = "bridge=" + plain(i.source, what) + (i.target_dev.empty() ? "" : ",tap=" + plain(i.target_dev, what));
+    else if (i.type == "bridge")
+      // The monitor creates the tap (named from <target dev>, else the kernel's next free vnetN: the
+      // placeholder kAutoTapName) and enslaves it to the bridge before it execs vireo-vmm (bridge_plan()).
+      s = "tap=" + (i.target_dev.empty() ? std::string(kAutoTapName) : plain(i.target_dev, what));
     else fail("{}: type '{}' needs a libvirt-style network service, which Vireo does not have; use type 'bridge'", what, i.type);
     s += ",mac=" + i.mac;
     a.insert(a.end(), {"--net", s});
@@ -72,6 +76,15 @@ std::vector<std::string> vmm_args(const DomainDef& d, const VmmWiring& w) {
   if (!d.devices.rngs.empty()) a.push_back("--rng");
   if (d.devices.memballoon.present && d.devices.memballoon.model == "virtio") a.push_back("--balloon");
   return a;
+}
+
+std::vector<BridgePort> bridge_plan(const DomainDef& d) {
+  std::vector<BridgePort> plan;
+  for (size_t n = 0; n < d.devices.interfaces.size(); ++n) {
+    const Interface& i = d.devices.interfaces[n];
+    if (i.type == "bridge") plan.push_back({n, i.source, i.target_dev.empty() ? std::string(kAutoTapName) : i.target_dev, i.mac});
+  }
+  return plan;
 }
 
 }  // namespace vireo::domain

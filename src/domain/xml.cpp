@@ -222,6 +222,11 @@ void parse_disk(Parser& p, xml_node n, Disk& d, size_t index) {
     check_enum(d.cache, {"default", "none", "writethrough", "writeback", "directsync", "unsafe"}, where + " driver cache");
   if (!d.io.empty()) check_enum(d.io, {"threads", "native", "io_uring"}, where + " driver io");
   if (!d.discard.empty()) check_enum(d.discard, {"ignore", "unmap"}, where + " driver discard");
+  // vireo-vmm has no io= or discard= setting and no cache='unsafe': kept in the XML, reported, and not
+  // passed on (cache='unsafe' runs as writeback).
+  if (!d.io.empty()) p.report("devices/disk driver io='" + d.io + "'");
+  if (d.discard == "unmap") p.report("devices/disk driver discard='unmap'");
+  if (d.cache == "unsafe") p.report("devices/disk driver cache='unsafe'");
   if (xml_node s = Parser::single(n, "source", where)) {
     d.source = attr(s, d.type == "block" ? "dev" : "file");
     if (d.source.empty() && d.device != "cdrom")
@@ -263,6 +268,7 @@ void parse_interface(Parser& p, xml_node n, Interface& i, size_t index) {
   } else if (i.type == "network") {
     i.source = attr(s, "network");
     if (i.source.empty()) fail("{}: type 'network' needs <source network='...'>", where);
+    p.report("devices/interface type='network'");
   }
   if (xml_node t = Parser::single(n, "target", where)) i.target_dev = attr(t, "dev");
   if (i.type == "ethernet" && i.target_dev.empty()) fail("{}: type 'ethernet' needs <target dev='tapN'>", where);

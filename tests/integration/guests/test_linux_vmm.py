@@ -54,7 +54,10 @@ echo "VIREO-INIT: initrd ok"
 """
 
 
-def test_debian_kernel_boots_to_initramfs(tmp_path):
+# 2 vCPUs: SMP bring-up through the MADT. Under the (overloaded) kit the 2-vCPU boot was seen to stall before
+# userspace (twice out of three runs, at different points); the 1-vCPU boot passes in ~1 min.
+@pytest.mark.parametrize("cpus", [1, 2])
+def test_debian_kernel_boots_to_initramfs(tmp_path, cpus):
     route = vt.require_kvm()
     if route != "host" and os.environ.get("VIREO_SLOW_TESTS") != "1":
         pytest.skip("slow under the KVM kit (nested KVM on TCG, minutes): set VIREO_SLOW_TESTS=1 to run it")
@@ -67,13 +70,13 @@ def test_debian_kernel_boots_to_initramfs(tmp_path):
     initrd = tmp_path / "initrd.cpio"
     initrd.write_bytes(_cpio_newc([("bin", 0o040755, b""), ("proc", 0o040755, b""),
                                    ("bin/busybox", 0o100755, busybox), ("init", 0o100755, INIT.encode())]))
-    args = ["--kernel", kernel, "--initrd", str(initrd), "--memory", "256M", "--cpus", "2",
+    args = ["--kernel", kernel, "--initrd", str(initrd), "--memory", "256M", "--cpus", str(cpus),
             "--cmdline", "console=ttyS0 panic=-1 vireo_marker=42"]
     r = vt.run_vmm(args, timeout=420, files=[tmp_path])
     out = r.stdout.decode(errors="replace")
     log = f"exit {r.returncode} route {r.route} timed_out {r.timed_out}\n{out[-6000:]}\n{r.stderr.decode(errors='replace')[-2000:]}"
     assert "VIREO-INIT: initrd ok" in out, log
-    assert "VIREO-INIT: nproc=2 cmdline=console=ttyS0 panic=-1 vireo_marker=42" in out, log
+    assert f"VIREO-INIT: nproc={cpus} cmdline=console=ttyS0 panic=-1 vireo_marker=42" in out, log
     m = re.search(r"VIREO-INIT: MemTotal:\s+(\d+) kB", out)
     assert m and 200_000 < int(m.group(1)) < 262_144, log
     # The e820 map the kernel received (zero page) is vireo's.
@@ -82,5 +85,5 @@ def test_debian_kernel_boots_to_initramfs(tmp_path):
                  "BIOS-e820: [mem 0x00000000000f0000-0x00000000000fffff] reserved",
                  "BIOS-e820: [mem 0x0000000000100000-0x000000000fffffff] usable"]:
         assert line in out, log
-    assert "smp: Brought up 1 node, 2 CPUs" in out, log
+    assert f"smp: Brought up 1 node, {cpus} CPU{'s' if cpus > 1 else ''}" in out, log
     assert r.returncode == 2, log  # reboot -f -> i8042 reset -> exit 2

@@ -158,6 +158,15 @@ TEST_F(Hostile, CompressedDescriptorOutOfRange) {
   EXPECT_NE(exercise(b).find("compressed"), std::string::npos);
 }
 
+TEST_F(Hostile, AllOnesL2EntryIsNotACachedCluster) {
+  // Regression (libFuzzer): an all-ones entry once matched the empty decompression cache key.
+  uint64_t l1 = get64(good, 40);
+  uint64_t l2 = get64(good, l1) & 0x00fffffffffffe00ULL;
+  auto b = good;
+  put64(b, l2, UINT64_MAX);
+  EXPECT_NE(exercise(b), "");
+}
+
 TEST_F(Hostile, HeaderExtensionLengthOverflow) {
   auto b = good;
   uint32_t hlen = static_cast<uint32_t>(b[100]) << 24 | b[101] << 16 | b[102] << 8 | b[103];

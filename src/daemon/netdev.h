@@ -1,0 +1,30 @@
+// Host network plumbing for <interface type='bridge'>: persistent tap devices enslaved to a bridge.
+// ioctls only (TUNSETIFF/TUNSETPERSIST, SIOCSIFHWADDR/SIOCSIFFLAGS, SIOCBRADDIF); no `ip` subprocess.
+#pragma once
+
+#include <string>
+#include <vector>
+
+namespace vireo::daemon {
+
+struct BridgeTap {
+  std::string name;     // the tap's actual name
+  bool created = false; // false: the tap existed before (left in place at teardown, as libvirt does)
+};
+
+// Creates (or opens an existing) tap `name` — a name, or a template such as "vnet%d" that the kernel
+// fills in — with IFF_TAP|IFF_NO_PI|IFF_VNET_HDR, makes it persistent, gives it `guest_mac` with the
+// first byte 0xfe (so the bridge never takes the guest's address), brings it up and adds it to `bridge`.
+// Throws Error("bridge 'br0': no such device") etc.; a tap created here is removed again on failure.
+BridgeTap attach_bridge_tap(const std::string& name, const std::string& bridge, const std::string& guest_mac);
+
+// Removes a persistent tap (TUNSETPERSIST 0). False with `why` set if it cannot; a tap that no longer
+// exists counts as removed.
+bool delete_tap(const std::string& name, std::string* why = nullptr);
+
+// The taps file: one created tap name per line (DIR/NAME.taps).
+std::vector<std::string> read_taps_file(const std::string& path);
+// Deletes every tap listed in `path`, then the file. Returns the problems (one line each).
+std::vector<std::string> delete_taps_in_file(const std::string& path);
+
+}  // namespace vireo::daemon
