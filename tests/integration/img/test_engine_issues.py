@@ -71,8 +71,6 @@ def test_write_extended_l2(tmp_path):
     assert qimg("compare", "-F", "raw", out, src).returncode == 0
 
 
-@pytest.mark.xfail(strict=True, reason="write_compressed overflows a 1-bit refcount instead of starting a new "
-                                       "host cluster (qemu does)")
 def test_compressed_refcount_bits_1(tmp_path):
     src = tmp_path / "s.raw"
     src.write_bytes(b"compressible " * 100000)

@@ -67,8 +67,6 @@ def _run_seed(tmp_path, seed, rounds):
             out = d / f"img{gen}.qcow2"
             extra = ["-c"] if action == "convert_c" else []
             o = _round_robin_options(rng)
-            if extra and o == "refcount_bits=1":   # engine issue: test_engine_issues.py
-                o = ""
             vimg("convert", *extra, "-O", "qcow2", *(["-o", o] if o else []), img, out, check=0)
             img, snapshots, chain = out, {}, []
         elif action == "overlay" and len(chain) < 3:
