@@ -6,14 +6,16 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
+#include <mutex>
 
 #include "common/error.h"
 
 namespace vireo::block {
 
 HostFile::HostFile(const std::string& path, bool read_only, bool direct, bool create)
-    : path_(path), read_only_(read_only) {
+    : path_(path), read_only_(read_only), direct_(direct) {
   int flags = O_CLOEXEC | (read_only ? O_RDONLY : O_RDWR);
   if (direct) flags |= O_DIRECT;
   if (create) flags |= O_CREAT | O_TRUNC;
@@ -22,7 +24,42 @@ HostFile::HostFile(const std::string& path, bool read_only, bool direct, bool cr
   fd_.reset(fd);
 }
 
+namespace {
+constexpr uint64_t kDirectAlign = 4096;
+bool direct_aligned(const void* p, uint64_t off, uint64_t len) {
+  return reinterpret_cast<uintptr_t>(p) % kDirectAlign == 0 && off % kDirectAlign == 0 && len % kDirectAlign == 0;
+}
+struct AlignedBuffer {
+  uint8_t* p = nullptr;
+  explicit AlignedBuffer(size_t n) {
+    if (posix_memalign(reinterpret_cast<void**>(&p), kDirectAlign, n) != 0) throw std::bad_alloc();
+  }
+  ~AlignedBuffer() { free(p); }
+  AlignedBuffer(const AlignedBuffer&) = delete;
+  AlignedBuffer& operator=(const AlignedBuffer&) = delete;
+};
+}  // namespace
+
+void HostFile::bounced_read(uint64_t offset, std::span<uint8_t> buf) const {
+  const uint64_t start = offset & ~(kDirectAlign - 1);
+  const uint64_t end = (offset + buf.size() + kDirectAlign - 1) & ~(kDirectAlign - 1);
+  AlignedBuffer b(end - start);
+  pread_full(start, std::span<uint8_t>(b.p, end - start));
+  std::memcpy(buf.data(), b.p + (offset - start), buf.size());
+}
+
+void HostFile::bounced_write(uint64_t offset, std::span<const uint8_t> buf) {
+  const uint64_t start = offset & ~(kDirectAlign - 1);
+  const uint64_t end = (offset + buf.size() + kDirectAlign - 1) & ~(kDirectAlign - 1);
+  AlignedBuffer b(end - start);
+  std::lock_guard g(*rmw_);
+  pread_full(start, std::span<uint8_t>(b.p, end - start));
+  std::memcpy(b.p + (offset - start), buf.data(), buf.size());
+  pwrite_full(start, std::span<const uint8_t>(b.p, end - start));
+}
+
 void HostFile::pread_full(uint64_t offset, std::span<uint8_t> buf) const {
+  if (direct_ && !direct_aligned(buf.data(), offset, buf.size())) return bounced_read(offset, buf);
   size_t done = 0;
   while (done < buf.size()) {
     ssize_t n = ::pread(fd_.get(), buf.data() + done, buf.size() - done, static_cast<off_t>(offset + done));
@@ -39,6 +76,7 @@ void HostFile::pread_full(uint64_t offset, std::span<uint8_t> buf) const {
 }
 
 void HostFile::pwrite_full(uint64_t offset, std::span<const uint8_t> buf) {
+  if (direct_ && !direct_aligned(buf.data(), offset, buf.size())) return bounced_write(offset, buf);
   size_t done = 0;
   while (done < buf.size()) {
     ssize_t n = ::pwrite(fd_.get(), buf.data() + done, buf.size() - done, static_cast<off_t>(offset + done));

@@ -1,6 +1,8 @@
 // vireo/block: a host file with full-length pread/pwrite, fdatasync and QEMU-compatible image locks.
 #pragma once
 #include <cstdint>
+#include <memory>
+#include <mutex>
 #include <span>
 #include <string>
 
@@ -17,8 +19,12 @@ class HostFile {
   int fd() const { return fd_.get(); }
   const std::string& path() const { return path_; }
   bool read_only() const { return read_only_; }
+  bool direct() const { return direct_; }
 
   // Exactly buf.size() bytes; reads past EOF fill zeroes. Throws Error naming the file and offset.
+  // With O_DIRECT, accesses whose buffer, offset or length are not 4 KiB aligned go through an aligned bounce
+  // buffer (writes as read-modify-write of the covering blocks, serialised per file), so every format
+  // driver can use any granularity (qcow2 headers, 512 B clusters) on a cache=none image.
   void pread_full(uint64_t offset, std::span<uint8_t> buf) const;
   void pwrite_full(uint64_t offset, std::span<const uint8_t> buf);
   void sync();                      // fdatasync
@@ -39,9 +45,14 @@ class HostFile {
   void lock_for(bool writable);
 
  private:
+  void bounced_read(uint64_t offset, std::span<uint8_t> buf) const;
+  void bounced_write(uint64_t offset, std::span<const uint8_t> buf);
+
   UniqueFd fd_;
   std::string path_;
   bool read_only_;
+  bool direct_ = false;
+  std::unique_ptr<std::mutex> rmw_ = std::make_unique<std::mutex>();  // unaligned O_DIRECT writes
 };
 
 }  // namespace vireo::block

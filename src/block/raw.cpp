@@ -47,47 +47,14 @@ void RawImage::check_range(const char* what, uint64_t offset, uint64_t length) c
                             filename_, offset, length, sz), EINVAL);
 }
 
-namespace {
-bool aligned(const void* p, uint64_t off, uint64_t len) {
-  return (reinterpret_cast<uintptr_t>(p) % 4096 == 0) && off % 4096 == 0 && len % 4096 == 0;
-}
-struct Bounce {
-  uint8_t* p = nullptr;
-  explicit Bounce(size_t n) {
-    if (posix_memalign(reinterpret_cast<void**>(&p), 4096, n) != 0) throw std::bad_alloc();
-  }
-  ~Bounce() { free(p); }
-  Bounce(const Bounce&) = delete;
-  Bounce& operator=(const Bounce&) = delete;
-};
-}  // namespace
-
 void RawImage::read(uint64_t offset, std::span<uint8_t> buf) {
   check_range("read", offset, buf.size());
-  if (direct_ && !aligned(buf.data(), offset, buf.size())) {
-    uint64_t start = offset & ~uint64_t(4095), end = (offset + buf.size() + 4095) & ~uint64_t(4095);
-    Bounce b(end - start);
-    file_.pread_full(start, std::span<uint8_t>(b.p, end - start));
-    std::copy_n(b.p + (offset - start), buf.size(), buf.data());
-    return;
-  }
-  file_.pread_full(offset, buf);
+  file_.pread_full(offset, buf);  // HostFile bounces unaligned O_DIRECT accesses
 }
 
 void RawImage::write(uint64_t offset, std::span<const uint8_t> buf) {
   if (read_only()) throw Error(fmt::format("write {}: image is read-only", filename_), EROFS);
   check_range("write", offset, buf.size());
-  if (direct_ && !aligned(buf.data(), offset, buf.size())) {
-    // Read-modify-write through an aligned bounce buffer (serialised: concurrent RMW would race).
-    static std::mutex rmw;
-    std::lock_guard g(rmw);
-    uint64_t start = offset & ~uint64_t(4095), end = (offset + buf.size() + 4095) & ~uint64_t(4095);
-    Bounce b(end - start);
-    file_.pread_full(start, std::span<uint8_t>(b.p, end - start));
-    std::copy(buf.begin(), buf.end(), b.p + (offset - start));
-    file_.pwrite_full(start, std::span<const uint8_t>(b.p, end - start));
-    return;
-  }
   file_.pwrite_full(offset, buf);
 }
 

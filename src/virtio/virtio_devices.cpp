@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 
+#include <cstdio>
 #include <cstring>
 #include <map>
 
@@ -140,20 +141,37 @@ VirtioDevices::VirtioDevices(VmHooks& hooks, const VirtioOptions& opts) : hooks_
   GuestMemory& mem = hooks_.memory();
   for (size_t i = 0; i < opts.disks.size(); ++i) {
     const DiskOptions& d = opts.disks[i];
-    // The io_uring engine plugs in here once block::UringBackend exists (src/block); until then refuse it
-    // rather than silently using threads.
-    if (d.engine == "uring") fail("--disk {}: engine=uring is not available in this build (use threads)", d.path);
-    block::OpenOptions o;
-    o.format = d.format;
-    o.read_only = d.read_only;
-    o.direct = d.direct;
-    std::shared_ptr<block::BlockImage> img = block::open_image(d.path, o);
-    std::unique_ptr<block::BlockBackend> backend =
-        std::make_unique<block::ThreadPoolBackend>(img, std::max<unsigned>(2, 2u * d.queues));
+    // Raw images go through io_uring (engine=auto|uring); other formats, and hosts where io_uring cannot be
+    // set up (auto only), through the block layer's thread pool.
+    const std::string format = d.format.empty() ? block::probe_format(d.path) : d.format;
+    std::unique_ptr<block::BlockBackend> backend;
+    std::string engine = "threads";
+    if (d.engine == "uring" && format != "raw")
+      fail("--disk {}: engine=uring needs a raw image, not {}", d.path, format);
+    if (d.engine != "threads" && format == "raw") {
+      block::UringBackend::Options uo;
+      uo.read_only = d.read_only;
+      uo.direct = d.direct;
+      try {
+        backend = std::make_unique<block::UringBackend>(d.path, uo);
+        engine = "uring";
+      } catch (const Error& e) {
+        if (d.engine == "uring") throw;
+        std::fprintf(stderr, "vireo-vmm: --disk %s: io_uring unavailable (%s), using threads\n", d.path.c_str(), e.what());
+      }
+    }
+    if (!backend) {
+      block::OpenOptions o;
+      o.format = format;
+      o.read_only = d.read_only;
+      o.direct = d.direct;
+      std::shared_ptr<block::BlockImage> img = block::open_image(d.path, o);
+      backend = std::make_unique<block::ThreadPoolBackend>(img, std::max<unsigned>(2, 2u * d.queues));
+    }
     BlockDevice::Config cfg;
     cfg.serial = d.serial;
     cfg.num_queues = d.queues;
-    cfg.details = fmt::format("path={} format={}{}{}", d.path, img->format(), d.read_only ? " ro" : "",
+    cfg.details = fmt::format("path={} format={} engine={}{}{}", d.path, format, engine, d.read_only ? " ro" : "",
                               d.direct ? " cache=none" : "");
     add(std::make_shared<BlockDevice>(mem, fmt::format("disk{}", i), std::move(backend), cfg));
   }

@@ -8,6 +8,7 @@
 
 #include "common/error.h"
 #include "daemon/daemon.h"
+#include "daemon/netdev.h"
 #include "daemon/util.h"
 
 namespace fs = std::filesystem;
@@ -160,3 +161,41 @@ TEST_F(Rpc, SecondDaemonOnSameRootIsRefused) {
 }
 
 }  // namespace
+
+// Bridge taps (netdev.cpp). Creating real taps/bridges is covered in the KVM kit (mgmt_kvm,
+// test_libvirt_domain_xml_starts); here: the errors and the taps-file bookkeeping, which need no privileges.
+TEST(BridgeTap, MissingBridgeIsAOneLineError) {
+  try {
+    vireo::daemon::attach_bridge_tap("vnet%d", "nobr-vireo0", "52:54:00:00:00:01");
+    ADD_FAILURE() << "attach to a missing bridge succeeded";
+  } catch (const vireo::Error& e) {
+    EXPECT_STREQ(e.what(), "bridge 'nobr-vireo0': no such device");
+  }
+}
+
+TEST(BridgeTap, NonBridgeDeviceIsRefused) {
+  try {
+    vireo::daemon::attach_bridge_tap("vnet%d", "lo", "52:54:00:00:00:01");
+    ADD_FAILURE() << "attach to lo succeeded";
+  } catch (const vireo::Error& e) {
+    EXPECT_STREQ(e.what(), "bridge 'lo': not a bridge device");
+  }
+}
+
+TEST(BridgeTap, BadNamesAreRefused) {
+  EXPECT_THROW(vireo::daemon::attach_bridge_tap("", "br0", ""), vireo::Error);
+  EXPECT_THROW(vireo::daemon::attach_bridge_tap("a-name-that-is-too-long", "br0", ""), vireo::Error);
+}
+
+TEST(BridgeTap, TapsFileOfGoneTapsIsCleared) {
+  char tmpl[] = "/tmp/vireo-taps-XXXXXX";
+  ASSERT_NE(::mkdtemp(tmpl), nullptr);
+  const std::string f = std::string(tmpl) + "/d.taps";
+  vireo::daemon::atomic_write(f, "vireo-gone0\nvireo-gone1\n");
+  EXPECT_EQ(vireo::daemon::read_taps_file(f), (std::vector<std::string>{"vireo-gone0", "vireo-gone1"}));
+  EXPECT_TRUE(vireo::daemon::delete_tap("vireo-gone0"));
+  EXPECT_TRUE(vireo::daemon::delete_taps_in_file(f).empty());
+  EXPECT_NE(::access(f.c_str(), F_OK), 0);
+  EXPECT_TRUE(vireo::daemon::delete_taps_in_file(f).empty());  // no file: nothing to do
+  ::rmdir(tmpl);
+}
