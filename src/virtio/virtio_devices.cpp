@@ -187,6 +187,12 @@ VirtioDevices::VirtioDevices(VmHooks& hooks, const VirtioOptions& opts) : hooks_
   for (auto& e : entries_) e.dev->start();
 }
 
+BalloonDevice* VirtioDevices::balloon() {
+  for (auto& e : entries_)
+    if (auto* b = dynamic_cast<BalloonDevice*>(e.dev.get())) return b;
+  return nullptr;
+}
+
 void VirtioDevices::add(std::shared_ptr<VirtioDevice> dev) {
   Entry e;
   e.dev = dev;

@@ -22,6 +22,7 @@ class PciHostBridge;
 namespace vireo::virtio {
 
 class VirtioDevice;
+class BalloonDevice;
 
 enum class Transport { Pci, Mmio };
 
@@ -72,6 +73,7 @@ class VirtioDevices {
   VirtioDevices& operator=(const VirtioDevices&) = delete;
 
   size_t count() const { return entries_.size(); }
+  BalloonDevice* balloon();  // the balloon, if one was requested
   VirtioDevice& device(size_t i) { return *entries_.at(i).dev; }
 
  private:

@@ -22,13 +22,11 @@ json error_reply(const json& id, const std::string& cls, const std::string& desc
   return r;
 }
 
-namespace {
-json ok_reply(const json& id, json ret) {
-  json r = {{"return", std::move(ret)}};
+json ok_reply(const json& id, const json& ret) {
+  json r = {{"return", ret}};
   if (!id.is_null()) r["id"] = id;
   return r;
 }
-}  // namespace
 
 CommandResult MachineCommands::handle(const std::string& line) {
   json req;
@@ -86,6 +84,8 @@ CommandResult MachineCommands::handle(const std::string& line) {
     Machine* m = &m_;
     return {ok_reply(id, json::object()), [m] { m->request_exit(kExitOk, "destroyed", RunState::Shutoff); }};
   }
+  if (auto it = extensions_.find(cmd); it != extensions_.end())
+    return it->second(id, req.contains("arguments") ? req["arguments"] : json::object());
   return {error_reply(id, "CommandNotFound", "unknown command '" + cmd + "'"), nullptr};
 }
 

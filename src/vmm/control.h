@@ -34,9 +34,18 @@ class MachineCommands : public CommandHandler {
   explicit MachineCommands(Machine& m) : m_(m) {}
   CommandResult handle(const std::string& line) override;
 
+  // Commands of optional devices (e.g. the balloon's), added by whoever wires the device. Handlers run on
+  // the I/O loop thread and get the request's id and its "arguments" object ({} when absent).
+  using Extension = std::function<CommandResult(const nlohmann::json& id, const nlohmann::json& args)>;
+  void add_command(const std::string& name, Extension fn) { extensions_[name] = std::move(fn); }
+
  private:
   Machine& m_;
+  std::map<std::string, Extension> extensions_;
 };
+
+// Builds {"id":..., "return":...}.
+nlohmann::json ok_reply(const nlohmann::json& id, const nlohmann::json& ret);
 
 // Builds {"id":..., "error":{"class":..., "desc":...}}.
 nlohmann::json error_reply(const nlohmann::json& id, const std::string& cls, const std::string& desc);

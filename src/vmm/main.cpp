@@ -2,7 +2,10 @@
 // 2 reset, 3 crashed, N debug-exit value.
 #include <sys/resource.h>
 
+#include <fmt/format.h>
+
 #include <cstdio>
+#include <iterator>
 #include <exception>
 #include <iostream>
 #include <memory>
@@ -14,6 +17,7 @@
 #include "vmm/machine.h"
 #include "vmm/options.h"
 #ifdef VIREO_HAVE_VIRTIO
+#include "virtio/balloon.h"
 #include "virtio/virtio_devices.h"
 #endif
 
@@ -26,6 +30,41 @@ int fail_exit(const std::string& msg) {
 }
 
 }  // namespace
+
+#ifdef VIREO_HAVE_VIRTIO
+namespace {
+// QMP-like balloon commands: `balloon {"value": <bytes the guest should keep>}` and `query-balloon`
+// (the guest's current size, the virtio statistics it last reported, and bytes returned to the host).
+void add_balloon_commands(vireo::vmm::MachineCommands& cmds, vireo::virtio::BalloonDevice& b, uint64_t ram_bytes) {
+  using nlohmann::json;
+  constexpr uint64_t kPage = 4096;
+  cmds.add_command("balloon", [&b, ram_bytes](const json& id, const json& args) -> vireo::vmm::CommandResult {
+    if (!args.contains("value") || !args["value"].is_number_unsigned())
+      return {vireo::vmm::error_reply(id, "InvalidArgument", "balloon: 'value' (bytes, unsigned) is required"), nullptr};
+    const uint64_t value = args["value"].get<uint64_t>();
+    if (value == 0 || value > ram_bytes)
+      return {vireo::vmm::error_reply(id, "InvalidArgument",
+                               fmt::format("balloon: value must be in 1..{} bytes", ram_bytes)), nullptr};
+    b.set_target_pages(static_cast<uint32_t>((ram_bytes - value) / kPage));
+    return {vireo::vmm::ok_reply(id, json::object()), nullptr};
+  });
+  cmds.add_command("query-balloon", [&b, ram_bytes](const json& id, const json&) -> vireo::vmm::CommandResult {
+    static const char* names[] = {"stat-swap-in",      "stat-swap-out",         "stat-major-faults",
+                                  "stat-minor-faults", "stat-free-memory",      "stat-total-memory",
+                                  "stat-available-memory", "stat-disk-caches", "stat-htlb-pgalloc",
+                                  "stat-htlb-pgfail"};
+    json stats = json::object();
+    for (const auto& [tag, val] : b.stats())
+      stats[tag < std::size(names) ? names[tag] : fmt::format("stat-tag-{}", tag)] = val;
+    b.request_stats();
+    json r = {{"actual", ram_bytes - uint64_t{b.actual_pages()} * kPage},
+              {"discarded_bytes", b.discarded_bytes()},
+              {"stats", stats}};
+    return {vireo::vmm::ok_reply(id, r), nullptr};
+  });
+}
+}  // namespace
+#endif
 
 int main(int argc, char** argv) {
   using namespace vireo;
@@ -94,6 +133,10 @@ int main(int argc, char** argv) {
     std::unique_ptr<vmm::ControlServer> control;
     if (!opts.api_socket.empty()) {
       commands = std::make_unique<vmm::MachineCommands>(machine);
+#ifdef VIREO_HAVE_VIRTIO
+      if (virtio_devs && virtio_devs->balloon())
+        add_balloon_commands(*commands, *virtio_devs->balloon(), opts.memory.size);
+#endif
       control = std::make_unique<vmm::ControlServer>(machine.io_loop(), opts.api_socket, *commands);
     }
     code = machine.run();

@@ -2,11 +2,13 @@
 host when /dev/kvm works, else inside the KVM kit (tests/support/vireo_testing.py). Skips without KVM, or if
 this vireo-vmm was built without src/virtio."""
 
+import json
 import re
 import shlex
 import subprocess
 
 import pytest
+from pathlib import Path
 
 from vireo_testing import BUILD_DIR, require_kvm, run_kvm_script
 
@@ -91,14 +93,24 @@ def session(_need_vmm_with_virtio, tmp_path_factory):
     lines_.append(f"printf 'ping vireo\\n' | {q} >{d}/console.out 2>{d}/console.err; echo $? >{d}/console.rc")
     # Balloon: sample the VMM's RSS after the guest touched its memory and after it inflated the balloon.
     q = " ".join(shlex.quote(a) for a in [str(VMM), "--kernel", guest("virtio_balloon"), "--memory", "256M",
-                                          "--balloon", "--serial", f"file={d}/balloon.serial", "--cmdline",
+                                          "--balloon", "--serial", f"file={d}/balloon.serial",
+                                          "--api-socket", "$sockdir/api", "--cmdline",
                                           f"pages={BALLOON_PAGES} addr=0x4000000 hold_mcycles=4000"])
-    lines_.append(f"""{q} >{d}/balloon.out 2>{d}/balloon.err &
+    q = q.replace("'$sockdir/api'", '"$sockdir/api"')
+    ctl = " ".join(shlex.quote(a) for a in ["/usr/bin/python3", str(Path(__file__).parent / "ctl_requests.py")])
+    reqs = " ".join(shlex.quote(json.dumps(r)) for r in [
+        {"id": 1, "command": "query-balloon"},
+        {"id": 2, "command": "balloon", "arguments": {"value": 0}},
+        {"id": 3, "command": "balloon", "arguments": {"value": 128 << 20}},
+        {"id": 4, "command": "query-vm"}])
+    lines_.append(f"""sockdir=$(mktemp -d /dev/shm/vb.XXXXXX)
+{q} >{d}/balloon.out 2>{d}/balloon.err &
 pid=$!
 rss() {{ awk '/^VmRSS/ {{print $2}}' /proc/$pid/status; }}
 wait_line() {{ for i in $(seq 1 600); do grep -q "$1" {d}/balloon.serial 2>/dev/null && return 0; sleep 0.05; done; return 1; }}
 wait_line "virtio_balloon: touched" && echo "$(rss)" >{d}/balloon.rss_touched
 wait_line "virtio_balloon: inflated" && sleep 0.2 && echo "$(rss)" >{d}/balloon.rss_inflated
+{ctl} "$sockdir/api" {reqs} >{d}/balloon.ctl 2>&1
 wait $pid; echo $? >{d}/balloon.rc""")
     r = run_kvm_script("\n".join(lines_) + "\n", timeout=600, files=[d])
     return d, r
@@ -184,6 +196,19 @@ def test_console_echo(session):
     assert "virtio_console: hello\n" in text
     assert "echo: ping vireo\n" in text
     assert "virtio_console: echoed 11 bytes" in serial
+
+
+def test_balloon_control_commands(session):
+    """query-balloon reports what the guest returned; balloon validates its value and sets a target."""
+    d, _ = session
+    replies = [json.loads(line) for line in (d / "balloon.ctl").read_text().splitlines() if line.startswith("{")]
+    assert [r.get("id") for r in replies] == [1, 2, 3, 4], replies
+    q = replies[0]["return"]
+    assert q["discarded_bytes"] >= BALLOON_PAGES * 4096, q
+    assert 0 < q["actual"] <= 256 << 20 and isinstance(q["stats"], dict), q
+    assert replies[1]["error"]["class"] == "InvalidArgument", replies[1]
+    assert replies[2]["return"] == {}, replies[2]
+    assert any(dev["type"] == "virtio-balloon" for dev in replies[3]["return"]["devices"]), replies[3]
 
 
 def test_balloon_returns_memory(session):
