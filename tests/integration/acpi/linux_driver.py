@@ -28,7 +28,7 @@ print("VMM=" + vmm, flush=True)
 
 sock = os.path.join(tempfile.mkdtemp(prefix="vireo-acpi-linux-", dir="/dev/shm"), "api.sock")
 serial = os.path.join(WORK, "linux.serial")
-p = subprocess.Popen([vmm, "--kernel", KERNEL, "--initrd", INITRD, "--memory", "256M", "--cpus", "2",
+p = subprocess.Popen([vmm, "--kernel", KERNEL, "--initrd", INITRD, "--memory", "256M", "--cpus", "1",
                       "--cmdline", "console=ttyS0 panic=-1 quiet", "--serial", "file=" + serial, "--api-socket", sock],
                      stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
