@@ -491,7 +491,8 @@ void Machine::remove_ioeventfd(AddressSpace space, uint64_t addr, uint32_t len, 
 }
 
 uint32_t Machine::allocate_irq_line() {
-  static constexpr uint32_t kFree[] = {5, 6, 7, 9, 10, 11, 16, 17, 18, 19, 20, 21, 22, 23};
+  static constexpr uint32_t kFree[] = {5, 6, 7, 10, 11,  // 9 is the ACPI SCI
+                                      16, 17, 18, 19, 20, 21, 22, 23};
   std::lock_guard lock(mu_);
   for (uint32_t l : kFree) {
     if (l >= next_irq_line_) {

@@ -13,6 +13,8 @@
 #include "common/error.h"
 #include "devices/serial_backend.h"
 #include "kvm/kvm.h"
+#include "acpi/pm.h"
+#include "acpi/tables.h"
 #include "vmm/control.h"
 #include "vmm/machine.h"
 #include "vmm/options.h"
@@ -102,11 +104,21 @@ int main(int argc, char** argv) {
   int code;
   try {
     kvm::KvmSystem kvm;
+    // ACPI fixed hardware (docs/acpi.md): PM1 registers, power button (the control socket's `shutdown`),
+    // S5 power-off (exit 0) and the reset register (exit 2).
+    std::shared_ptr<acpi::AcpiPm> acpi_pm;
+    auto wire_acpi = [&acpi_pm](vmm::Machine& m) {
+      acpi_pm = acpi::install_pm(
+          m, [&m] { m.request_exit(vmm::kExitOk, "guest powered off (ACPI S5)", vmm::RunState::Shutoff); },
+          [&m] { m.request_exit(vmm::kExitReset, "guest reset (ACPI reset register)", vmm::RunState::Shutoff); });
+      m.shutdown_hook = [pm = acpi_pm] { pm->press_power_button(); };
+    };
 #ifdef VIREO_HAVE_VIRTIO
     std::unique_ptr<virtio::VirtioDevices> virtio_devs;
     auto make_machine = [&]() {
       try {
         return std::make_unique<vmm::Machine>(opts, kvm, [&](vmm::Machine& m) {
+          wire_acpi(m);
           if (vopts.any()) virtio_devs = std::make_unique<virtio::VirtioDevices>(m, vopts);
         });
       } catch (...) {
@@ -118,6 +130,9 @@ int main(int argc, char** argv) {
     };
     auto machine_ptr = make_machine();
     vmm::Machine& machine = *machine_ptr;
+    // The ACPI tables describing that hardware replace the boot loader's generic ones in place (same RSDP
+    // address, so the pointers boot handed to the guest stay right). Kernel loaded, vCPUs not started yet.
+    acpi::write_tables(machine.memory(), {.cpus = opts.cpus});
     // Destroyed before the Machine: on an error path (control socket, run()) the vCPUs may still be running,
     // so the devices are let go without cleanup rather than torn down under them.
     struct ReleaseOnError {
@@ -127,7 +142,8 @@ int main(int argc, char** argv) {
       }
     } release_on_error{virtio_devs};
 #else
-    vmm::Machine machine(opts, kvm);
+    vmm::Machine machine(opts, kvm, wire_acpi);
+    acpi::write_tables(machine.memory(), {.cpus = opts.cpus});
 #endif
     std::unique_ptr<vmm::MachineCommands> commands;
     std::unique_ptr<vmm::ControlServer> control;
