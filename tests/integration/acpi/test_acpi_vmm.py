@@ -3,8 +3,7 @@ the acpi_poweroff guest answers with S5 and the VMM exits 0; a guest that ignore
 until `stop`; the FADT reset register makes the VMM exit 2. Also checks what the guest read from the tables.
 
 Runs every scenario against BUILD_DIR/vireo-vmm (skipped while that binary has no ACPI device: "vireo-vmm has no
-ACPI yet") and against BUILD_DIR/tests/vireo-vmm-acpi-wired (a test-only build with the wiring docs/acpi.md
-asks for). One KVM session (host or kit) for everything; skipped without KVM."""
+ACPI yet"); vireo-vmm wires ACPI in src/vmm/main.cpp (docs/acpi.md). One KVM session (host or kit) for everything; skipped without KVM."""
 import json
 import shlex
 import sys
@@ -16,7 +15,7 @@ from vireo_testing import BUILD_DIR, require_kvm, run_kvm_script
 
 GUESTS = BUILD_DIR / "tests" / "guests"
 DRIVER = Path(__file__).with_name("acpi_driver.py")
-VMMS = {"vireo-vmm": BUILD_DIR / "vireo-vmm", "vireo-vmm-acpi-wired": BUILD_DIR / "tests" / "vireo-vmm-acpi-wired"}
+VMMS = {"vireo-vmm": BUILD_DIR / "vireo-vmm"}
 
 
 @pytest.fixture(scope="module")
