@@ -4,6 +4,7 @@
 #include <filesystem>
 
 #include "block/file.h"
+#include "block/formats.h"
 #include "block/qcow2.h"
 #include "block/raw.h"
 #include "common/error.h"
@@ -14,9 +15,11 @@ BlockImage::~BlockImage() = default;
 
 std::string probe_format(const std::string& path) {
   HostFile f(path, true, false);
-  uint8_t magic[4] = {};
-  f.pread_full(0, magic);
-  if (std::memcmp(magic, "QFI\xfb", 4) == 0) return "qcow2";
+  uint8_t head[512] = {};
+  const uint64_t len = f.length();
+  f.pread_full(0, head);
+  if (std::memcmp(head, "QFI\xfb", 4) == 0) return "qcow2";
+  if (auto fmt = probe_foreign(std::span<const uint8_t>(head, std::min<uint64_t>(len, sizeof head)))) return *fmt;
   return "raw";
 }
 
@@ -26,6 +29,7 @@ std::unique_ptr<BlockImage> open_image(const std::string& path, const OpenOption
   std::string fmt_name = opts.format.empty() ? probe_format(path) : opts.format;
   if (fmt_name == "raw") return RawImage::open(path, opts);
   if (fmt_name == "qcow2") return Qcow2Image::open(path, opts);
+  if (is_foreign_format(fmt_name)) return open_foreign(fmt_name, path, opts);
   fail("Unknown driver '{}'", fmt_name);
 }
 
@@ -39,6 +43,10 @@ void create_image(const std::string& path, const CreateOptions& opts) {
   }
   if (opts.format == "qcow2") {
     create_qcow2(path, opts);
+    return;
+  }
+  if (is_foreign_format(opts.format)) {
+    create_foreign(path, opts);
     return;
   }
   fail("Unknown file format '{}'", opts.format);

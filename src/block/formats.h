@@ -1,0 +1,42 @@
+// vireo/block: the formats beyond raw and qcow2 (luks, vmdk, vhdx, vpc, vdi, qed): probing, open and create
+// dispatch for block.cpp, and ImageDetails, the optional interface their images offer vireo-img (info, check).
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <span>
+#include <string>
+
+#include "block/block.h"
+#include "block/qcow2.h"   // CheckResult, RepairMode
+
+namespace vireo::block {
+
+// What `qemu-img info`/`check` need from a format driver. BlockImages of the formats below implement it
+// (dynamic_cast<ImageDetails*>); qcow2 keeps its own richer interface (Qcow2Image).
+class ImageDetails {
+ public:
+  virtual ~ImageDetails();
+  // "cluster-size" (qemu's BlockDriverInfo.cluster_size; absent when the format has none).
+  virtual std::optional<uint64_t> cluster_size() const { return std::nullopt; }
+  virtual bool encrypted() const { return false; }
+  // "format-specific": {"type": ..., "data": {...}} in qemu's member order, or null when qemu prints none.
+  virtual nlohmann::ordered_json format_specific() const { return nullptr; }
+  // Backing file name as stored (vmdk parentFileNameHint, qed), "" if none.
+  virtual std::string backing_file_name() const { return ""; }
+  virtual std::string backing_file_format() const { return ""; }
+  // qemu-img check. can_check() false = "This image format does not support checks" (exit 63).
+  virtual bool can_check() const { return false; }
+  virtual CheckResult check(RepairMode mode);
+};
+
+// Probe of the first bytes of a file (at least 512 read, fewer if the file is shorter): the format qemu 7.2
+// would detect among these, or nullopt.
+std::optional<std::string> probe_foreign(std::span<const uint8_t> head);
+// Names this module creates/opens: "luks", "vmdk", "vhdx", "vpc", "vdi", "qed".
+bool is_foreign_format(const std::string& fmt);
+std::unique_ptr<BlockImage> open_foreign(const std::string& fmt, const std::string& path, const OpenOptions& o);
+void create_foreign(const std::string& path, const CreateOptions& c);
+
+}  // namespace vireo::block
