@@ -21,6 +21,9 @@ class ImageDetails {
   // "cluster-size" (qemu's BlockDriverInfo.cluster_size; absent when the format has none).
   virtual std::optional<uint64_t> cluster_size() const { return std::nullopt; }
   virtual bool encrypted() const { return false; }
+  // Whether a freshly created image reads as zeroes (qemu's has_zero_init): false for raw luks, whose
+  // unwritten sectors decrypt to noise.
+  virtual bool has_zero_init() const { return true; }
   // "format-specific": {"type": ..., "data": {...}} in qemu's member order, or null when qemu prints none.
   virtual nlohmann::ordered_json format_specific() const { return nullptr; }
   // Backing file name as stored (vmdk parentFileNameHint, qed), "" if none.

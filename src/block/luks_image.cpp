@@ -28,6 +28,7 @@ class LuksImage final : public ForeignImage {
   }
 
   bool encrypted() const override { return true; }
+  bool has_zero_init() const override { return false; }
   nlohmann::ordered_json format_specific() const override { return {{"type", "luks"}, {"data", vol_->info()}}; }
   void resize(uint64_t new_size, bool allow_shrink) override {
     if (read_only_) throw Error(fmt::format("resize {}: image is read-only", filename_), EROFS);

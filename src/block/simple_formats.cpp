@@ -85,6 +85,7 @@ class VpcImage final : public ForeignImage {
       m.file = file_.get();
       m.host_offset = offset;
       m.length = max_len;
+      m.recurse = true;   // qemu recurses into the file for fixed VHDs
       return m;
     }
     const uint64_t idx = offset / block_size_, in = offset % block_size_;
@@ -209,6 +210,7 @@ class VdiImage final : public ForeignImage {
     m.kind = Map::Data;
     m.file = file_.get();
     m.host_offset = data_off_ + uint64_t(e) * block_size_ + in;
+    m.recurse = true;   // qemu's vdi reports BDRV_BLOCK_RECURSE: holes of the file show as zero
     return m;
   }
 

@@ -82,7 +82,8 @@ SparseHeader parse_sparse_header(std::span<const uint8_t> s, uint64_t file_len, 
   const uint64_t l1_entry_sectors = uint64_t(h.num_gtes_per_gt) * h.granularity;
   // qemu keeps this product in 32 bits; a granularity that large is refused below anyway.
   if (l1_entry_sectors == 0 || h.granularity > 0xffffffffULL) fail("L1 entry size is invalid");
-  h.l1_size = h.capacity / l1_entry_sectors + (h.capacity % l1_entry_sectors ? 1 : 0);
+  // qemu computes this in 32 bits; an image whose capacity needs more opens and fails on access beyond it.
+  h.l1_size = static_cast<uint32_t>((h.capacity + l1_entry_sectors - 1) / l1_entry_sectors);
   if (file_len / kSector < h.grain_offset)
     fail("File truncated, expecting at least {} bytes", h.grain_offset * kSector);
   if (h.granularity > 0x200000) fail("Invalid granularity, image may be corrupt");
@@ -383,7 +384,8 @@ void VmdkImage::open_all() {
   main_->pread_full(desc_offset_, std::span<uint8_t>(reinterpret_cast<uint8_t*>(desc.data()), kDescSize));
   desc.resize(std::strlen(desc.c_str()));
   const Descriptor d = parse_descriptor(desc);
-  if (!d.cid || !d.parent_cid) fail("Could not read the VMDK descriptor's CID");
+  // qemu fails with a bare EINVAL here (e.g. a split extent file opened on its own).
+  if (!d.cid || !d.parent_cid) throw Error(fmt::format("Could not open '{}': Invalid argument", filename_), EINVAL);
   cid_ = *d.cid;
   parent_cid_ = *d.parent_cid;
   parent_hint_ = d.parent_hint;
@@ -801,10 +803,10 @@ void create(const std::string& path, const CreateOptions& c) {
   static const char* kSub[] = {"monolithicSparse", "monolithicFlat", "twoGbMaxExtentSparse", "twoGbMaxExtentFlat",
                                "streamOptimized"};
   if (std::none_of(std::begin(kSub), std::end(kSub), [&](const char* s) { return subformat == s; }))
-    fail("Parameter 'subformat' does not accept value '{}'", subformat);
+    fail("invalid parameter value: {}", subformat);
   static const char* kAdapters[] = {"ide", "buslogic", "lsilogic", "legacyESX"};
   if (std::none_of(std::begin(kAdapters), std::end(kAdapters), [&](const char* s) { return adapter == s; }))
-    fail("Parameter 'adapter_type' does not accept value '{}'", adapter);
+    fail("invalid parameter value: {}", adapter);
   if (compat6) {
     if (!hwversion.empty()) fail("compat6 cannot be enabled with hwversion set");
     hwversion = "6";

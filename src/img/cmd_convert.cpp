@@ -519,7 +519,7 @@ int cmd_convert(int argc, char** argv) {
   job.compress = compress;
   job.target_backing = target->backing() != nullptr || !backing.empty();
   job.skip_backing = !backing.empty();
-  job.target_zero = (fresh && !job.target_backing) || target_is_zero;
+  job.target_zero = (fresh && !job.target_backing && target_has_zero_init(*target)) || target_is_zero;
   // vmdk grains are written whole (streamOptimized takes nothing else): detect zeroes per grain there.
   const uint64_t fcs = foreign_write_granularity(*target);
   const uint64_t cs = job.qtarget ? job.qtarget->cluster_size() : fcs ? fcs : 4096;

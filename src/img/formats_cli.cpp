@@ -197,7 +197,9 @@ std::string foreign_formatting_line(const std::string& filename, const block::Cr
     } else if (name == "backing_fmt" && !c.backing_format.empty()) {
       s += " backing_fmt=" + c.backing_format;
     } else if (auto v = given.get(name)) {
-      if (name != "backing_file" && name != "backing_fmt") s += fmt::format(" {}={}", name, *v);
+      // qemu prints sizes normalized to bytes
+      if (o.type == T::Size) s += fmt::format(" {}={}", name, parse_qemu_size(*v));
+      else if (name != "backing_file" && name != "backing_fmt") s += fmt::format(" {}={}", name, *v);
     } else if (o.def) {
       s += fmt::format(" {}={}", name, o.def);
     }
@@ -214,9 +216,7 @@ std::string foreign_option_help(const std::string& fmt) {
   std::string out = "Supported options:\n";
   for (const auto& o : all) {
     const char* type = o.type == T::Str ? "str" : o.type == T::Bool ? "bool (on/off)" : o.type == T::Size ? "size" : "num";
-    const std::string left = fmt::format("  {}=<{}>", o.name, type);
-    if (left.size() < 24) out += fmt::format("{:<24}- {}\n", left, o.help);
-    else out += fmt::format("{} - {}\n", left, o.help);
+    out += fmt::format("  {:<22} - {}\n", fmt::format("{}=<{}>", o.name, type), o.help);
   }
   return out;
 }
@@ -249,6 +249,11 @@ uint64_t foreign_write_granularity(block::BlockImage& target) {
   auto* d = dynamic_cast<block::ImageDetails*>(&target);
   if (!d || target.format() != "vmdk") return 0;
   return d->cluster_size().value_or(0);
+}
+
+bool target_has_zero_init(block::BlockImage& target) {
+  auto* d = dynamic_cast<block::ImageDetails*>(&target);
+  return !d || d->has_zero_init();
 }
 
 std::string qapi_human(const nlohmann::ordered_json& v, int indent) {

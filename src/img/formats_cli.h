@@ -27,6 +27,8 @@ void add_image_details(nlohmann::ordered_json& j, block::BlockImage& img);
 // nested objects/lists indented by 4 with "[i]:" headers, '-' in names shown as ' '.
 // convert: the granularity writes to this target must have (vmdk grain size), 0 if none.
 uint64_t foreign_write_granularity(block::BlockImage& target);
+// convert: whether a fresh target reads as zeroes (false for luks).
+bool target_has_zero_init(block::BlockImage& target);
 std::string qapi_human(const nlohmann::ordered_json& v, int indent);
 
 }  // namespace vireo::img
