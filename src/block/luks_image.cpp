@@ -105,7 +105,9 @@ LuksCreateRequest luks_create_request(const CreateOptions& c, const std::string&
   luks::Params& p = r.params.params;
   std::optional<std::string> secret;
   bool ivhash_set = false;
-  for (const auto& [key, v] : c.extra) {
+  for (const auto& kv : c.extra) {
+    const std::string& key = kv.first;
+    const std::string& v = kv.second;
     if (key.compare(0, prefix.size(), prefix) != 0) continue;
     const std::string k = key.substr(prefix.size());
     const auto bad = [&]() { fail("Parameter '{}' does not accept value '{}'", k, v); };
@@ -154,7 +156,8 @@ std::unique_ptr<BlockImage> open_luks(const std::string& path, const OpenOptions
 }
 
 void create_luks(const std::string& path, const CreateOptions& c) {
-  for (const auto& [k, v] : c.extra) {
+  for (const auto& kv : c.extra) {
+    const std::string& k = kv.first;
     static const char* kKnown[] = {"key-secret", "cipher-alg", "cipher-mode", "ivgen-alg", "ivgen-hash-alg",
                                    "hash-alg", "iter-time"};
     if (std::none_of(std::begin(kKnown), std::end(kKnown), [&](const char* s) { return k == s; }))

@@ -18,6 +18,7 @@
 #include <unordered_map>
 
 #include "block/file.h"
+#include "block/qcow2_crypto.h"
 #include "block/qcow2_format.h"
 #include "block/raw.h"
 #include "common/error.h"
@@ -60,6 +61,7 @@ struct Qcow2Image::State {
   uint64_t cs = 65536;
   uint64_t size = 0;
   uint32_t crypt_method = 0;
+  std::unique_ptr<qcow2::Crypto> crypt;   // encrypted images (block/qcow2_crypto.h)
   uint32_t l1_size = 0;
   uint64_t l1_offset = 0;
   uint64_t rt_offset = 0;
@@ -721,7 +723,14 @@ void Qcow2Image::State::read_locked(uint64_t offset, std::span<uint8_t> buf,
       std::fill(dst.begin(), dst.end(), 0);
     } else {
       uint64_t h = host + in_unit;
-      if (deferred) {
+      if (crypt) {
+        // Whole sectors are decrypted; host and guest offsets share their position within a sector.
+        const uint64_t lead = g % 512, span = (lead + n + 511) / 512 * 512;
+        std::vector<uint8_t> sec(span);
+        file->pread_full(h - lead, sec);
+        crypt->decrypt(h - lead, g - lead, sec);
+        std::copy_n(sec.begin() + static_cast<ptrdiff_t>(lead), n, dst.begin());
+      } else if (deferred) {
         // Merge with the previous piece when contiguous on both sides.
         if (!deferred->empty()) {
           auto& last = deferred->back();
@@ -810,7 +819,20 @@ void Qcow2Image::State::write_locked(uint64_t offset, std::span<const uint8_t> b
       }
       uint64_t h = host0 + g % cs;
       check_no_overlap(h, n, "data");
-      file->pwrite_full(h, buf.subspan(pos, n));
+      if (crypt) {
+        // Read-modify-write of the covering sectors, re-encrypted.
+        const uint64_t lead = g % 512, span = (lead + n + 511) / 512 * 512;
+        std::vector<uint8_t> sec(span);
+        if (lead || n % 512) {
+          file->pread_full(h - lead, sec);
+          crypt->decrypt(h - lead, g - lead, sec);
+        }
+        std::copy_n(buf.begin() + static_cast<ptrdiff_t>(pos), n, sec.begin() + static_cast<ptrdiff_t>(lead));
+        crypt->encrypt(h - lead, g - lead, sec);
+        file->pwrite_full(h - lead, sec);
+      } else {
+        file->pwrite_full(h, buf.subspan(pos, n));
+      }
       pos += n;
       data_written = true;
       continue;
@@ -841,6 +863,7 @@ void Qcow2Image::State::write_locked(uint64_t offset, std::span<const uint8_t> b
     std::copy_n(buf.begin() + static_cast<ptrdiff_t>(pos), run_bytes, data.begin() + static_cast<ptrdiff_t>(g % cs));
     uint64_t base = alloc_clusters(m);
     check_no_overlap(base, m * cs, "data");
+    if (crypt) crypt->encrypt(base, first_g, data);
     file->pwrite_full(base, data);
     data_written = true;
     t = &get_l2(t_off);
@@ -1088,6 +1111,7 @@ void Qcow2Image::State::compute_references(std::vector<uint64_t>& ref, CheckResu
   };
   inc(0, cs);
   inc(l1_offset, uint64_t(l1_size) * 8);
+  if (crypt) inc(crypt->header_offset(), crypt->header_length());
   uint64_t errs = 0;
   walk_tree(l1, [&](uint64_t host, int kind, uint64_t) {
     if (kind == 3) return;
@@ -1300,7 +1324,6 @@ std::unique_ptr<Qcow2Image> Qcow2Opener::run(const std::string& path, const Open
     if (s.header_length > s.cs) fail("qcow2 header exceeds cluster size");
     if (s.header_length > 104) s.compression_type = h[104];
   }
-  if (s.crypt_method) fail("Could not open '{}': encrypted qcow2 images are not supported", path);
   if (s.refcount_order > 6) fail("Reference count entry width too large; may not exceed 64 bits");
   std::vector<uint8_t> hc(s.cs);
   s.file->pread_full(0, hc);
@@ -1333,6 +1356,14 @@ std::unique_ptr<Qcow2Image> Qcow2Opener::run(const std::string& path, const Open
       }
       s.exts.push_back({type, std::move(data)});
     }
+  }
+  if (s.crypt_method) {
+    const std::vector<uint8_t>* cext = nullptr;
+    for (const auto& e : s.exts)
+      if (e.type == qcow2::kExtCryptoHeader) cext = &e.data;
+    HostFile* hf = s.file.get();
+    s.crypt = qcow2::Crypto::open(s.crypt_method, cext, hf->length(),
+                                  [hf](uint64_t off, std::span<uint8_t> b) { hf->pread_full(off, b); }, opts);
   }
   const uint64_t known_incompat =
       kIncompatDirty | kIncompatCorrupt | kIncompatCompression | kIncompatExtendedL2;
@@ -1677,6 +1708,8 @@ Qcow2Info Qcow2Image::info() const {
   i.incompatible_features = s.incompat;
   i.compatible_features = s.compat;
   i.autoclear_features = s.autoclear;
+  i.encrypt = s.crypt_method != 0;
+  if (s.crypt) i.encrypt_info = s.crypt->info();
   return i;
 }
 
@@ -1825,6 +1858,7 @@ void Qcow2Image::write_compressed(uint64_t offset, std::span<const uint8_t> data
   State& s = *s_;
   // Compression runs before taking the image lock, so several threads compress in parallel.
   // Up to one cluster of data; shorter data is zero-padded, bytes past the end of the image are ignored.
+  if (s.crypt) throw Error(fmt::format("write_compressed {}: compression is not supported on encrypted images", s.filename), ENOTSUP);
   if (offset % s.cs) fail("write_compressed {}: offset {} is not cluster aligned", s.filename, offset);
   if (offset >= s.size || data.empty() || data.size() > s.cs)
     fail("write_compressed {}: need 1..{} bytes inside the image at {}", s.filename, s.cs, offset);
@@ -2167,16 +2201,21 @@ void create_qcow2(const std::string& path, const CreateOptions& o) {
   if (l1_entries * 8 > kMaxL1Bytes) fail("Image size too big: the L1 table would exceed {} bytes", kMaxL1Bytes);
   uint64_t l1c = div_round_up(l1_entries * 8, cs);
   uint64_t n = cs * 8 / rb;
+  // Encryption: a LUKS header area after the L1 table (where qemu puts it).
+  const auto cc = qcow2::create_crypto_request(o);
+  if (cc && pa != "off") fail("Preallocation is not supported with encryption");
+  const uint64_t crypt_clusters =
+      cc && cc->method == qcow2::kCryptLuks ? div_round_up(qcow2::luks_area_bytes(cc->luks), cs) : 0;
   // Layout: header, refcount table, refcount blocks, L1.
   uint64_t T = 1, R = 1;
   for (int i = 0; i < 100; i++) {
-    uint64_t total = 1 + T + R + l1c;
+    uint64_t total = 1 + T + R + l1c + crypt_clusters;
     uint64_t nr = div_round_up(total, n), nt = div_round_up(nr * 8, cs);
     if (nr == R && nt == T) break;
     R = nr;
     T = nt;
   }
-  uint64_t total = 1 + T + R + l1c;
+  uint64_t total = 1 + T + R + l1c + crypt_clusters;
   HostFile f(path, false, false, true);
   // Header through a State so the serialisation is shared.
   Qcow2Image::State hs;
@@ -2200,7 +2239,16 @@ void create_qcow2(const std::string& path, const CreateOptions& o) {
   }
   hs.backing_name = o.backing_file;
   hs.backing_fmt = o.backing_file.empty() ? "" : o.backing_format;
-  std::vector<uint8_t> out(total * cs, 0);
+  std::vector<uint8_t> out((total - crypt_clusters) * cs, 0);
+  if (cc) {
+    hs.crypt_method = cc->method;
+    if (cc->method == qcow2::kCryptLuks) {
+      const uint64_t at = (1 + T + R + l1c) * cs;
+      auto ext = qcow2::create_luks_header(*cc, at, [&](uint64_t off, std::span<const uint8_t> b) { f.pwrite_full(off, b); });
+      hs.exts.insert(hs.exts.begin(), {qcow2::kExtCryptoHeader, ext});
+      f.truncate(total * cs);
+    }
+  }
   auto hdr = hs.header_cluster();
   std::copy(hdr.begin(), hdr.end(), out.begin());
   for (uint64_t bi = 0; bi < R; bi++) put64(&out[cs + bi * 8], (1 + T + bi) * cs);

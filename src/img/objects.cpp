@@ -93,8 +93,8 @@ void add_object(const std::string& spec) {
     return;   // objects without effect on image handling
   }
   static const char* kProps[] = {"id", "data", "file", "format", "keyid", "iv"};
-  for (const auto& [k, v] : props)
-    if (std::none_of(std::begin(kProps), std::end(kProps), [&](const char* s) { return k == s; }))
+  for (const auto& kv : props)
+    if (const std::string& k = kv.first; std::none_of(std::begin(kProps), std::end(kProps), [&](const char* s) { return k == s; }))
       fail("Parameter '{}' is unexpected", k);
   const std::string format = props.count("format") ? props["format"] : "raw";
   if (format != "raw" && format != "base64") fail("Parameter 'format' does not accept value '{}'", format);
