@@ -6,6 +6,8 @@
 #include <cerrno>
 #include <cstring>
 
+#include "block/format.h"
+#include "block/qcow2_format.h"
 #include "common/error.h"
 
 namespace vireo::block {
@@ -204,17 +206,17 @@ uint64_t ForeignImage::file_allocated_bytes() {
 
 void ForeignImage::resize(uint64_t, bool) { throw Error("Image format driver does not support resize", ENOTSUP); }
 
-void ForeignImage::open_backing_file(const std::string& name, const std::string& format, const OpenOptions& opts) {
+void ForeignImage::open_backing(const std::string& name, const std::string& format, const OpenOptions& opts) {
   if (name.empty() || !opts.open_backing) return;
   OpenOptions b = opts;
   b.read_only = true;
   b.format = format;
   const std::string path = resolve_backing_path(filename_, name);
-  try {
-    backing_ = open_image(path, b);
-  } catch (const Error& e) {
-    throw Error(fmt::format("Could not open backing file: {}", e.what()), e.sys_errno());
-  }
+  OpenContext local;
+  OpenContext& ctx = ForeignOpenScope::current ? *ForeignOpenScope::current : local;
+  note_open(ctx, files_.front()->fd(), filename_);   // throws on a loop back to this image
+  if (ctx.depth >= qcow2::kMaxBackingDepth) fail("Backing chain of '{}' is too deep", filename_);
+  backing_ = block::open_backing_file(path, b, ctx);
 }
 
 }  // namespace vireo::block

@@ -55,7 +55,7 @@ class ForeignImage : public BlockImage, public ImageDetails {
   virtual void flush_locked();
 
   // Opens the backing file named in the image (relative to this image's directory) when opts ask for it.
-  void open_backing_file(const std::string& name, const std::string& format, const OpenOptions& opts);
+  void open_backing(const std::string& name, const std::string& format, const OpenOptions& opts);
   // Files whose allocated size counts for "disk size" (the image file first).
   std::vector<HostFile*> files_;
   void check_range(const char* what, uint64_t offset, uint64_t length) const;

@@ -34,12 +34,18 @@ class ImageDetails {
   virtual CheckResult check(RepairMode mode);
 };
 
-// Probe of the first bytes of a file (at least 512 read, fewer if the file is shorter): the format qemu 7.2
-// would detect among these, or nullopt.
-std::optional<std::string> probe_foreign(std::span<const uint8_t> head);
-// Names this module creates/opens: "luks", "vmdk", "vhdx", "vpc", "vdi", "qed".
+// Names of the formats here: "luks", "vmdk", "vhdx", "vpc", "vdi", "qed" (their drivers are in
+// block/format.h's table; vpc, vdi and qed are read-only).
 bool is_foreign_format(const std::string& fmt);
-std::unique_ptr<BlockImage> open_foreign(const std::string& fmt, const std::string& path, const OpenOptions& o);
-void create_foreign(const std::string& path, const CreateOptions& c);
+
+struct OpenContext;
+// Set while a driver of this module opens an image, so backing files it opens join the same chain (loop
+// detection and depth limit of block/format.h).
+struct ForeignOpenScope {
+  explicit ForeignOpenScope(OpenContext& c) : prev(current) { current = &c; }
+  ~ForeignOpenScope() { current = prev; }
+  OpenContext* prev;
+  static thread_local OpenContext* current;
+};
 
 }  // namespace vireo::block

@@ -268,7 +268,7 @@ class QedImage final : public ForeignImage {
       backing_format_ = (features & kQedFRawBacking) ? "raw" : "";
     }
     l1_ = read_table(l1_offset_);
-    if (!backing_name_.empty()) open_backing_file(backing_name_, backing_format_, o);
+    if (!backing_name_.empty()) open_backing(backing_name_, backing_format_, o);
   }
 
   std::optional<uint64_t> cluster_size() const override { return cluster_size_; }

@@ -390,7 +390,7 @@ void VmdkImage::open_all() {
   parent_cid_ = *d.parent_cid;
   parent_hint_ = d.parent_hint;
   if (!parent_hint_.empty()) {
-    open_backing_file(parent_hint_, "", opts_);
+    open_backing(parent_hint_, "", opts_);
     if (auto* b = dynamic_cast<VmdkImage*>(backing_.get())) cid_valid_ = b->cid_ == parent_cid_;
     else if (backing_) cid_valid_ = false;
   }

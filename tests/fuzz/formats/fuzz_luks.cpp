@@ -9,7 +9,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   try {
     auto h = luks::parse_header(std::span<const uint8_t>(data, size));
     luks::parse_params(h);
-    bool cheap = h.mk.iterations <= 5000;
+    bool cheap = h.mk_iterations <= 5000;
     for (const auto& k : h.slots) cheap = cheap && (k.active != luks::kSlotEnabled || k.iterations <= 5000);
     if (cheap) {
       const auto read = [&](uint64_t off, std::span<uint8_t> b) {
