@@ -307,3 +307,19 @@ def test_luks_secret_errors(tmp_path):
     for o in ("iter-time=1", "key-secret=nope,iter-time=1"):
         q, v = both(["create", *SECRET, "-f", "luks", "-o", o, "l.luks", "1M"], tmp_path)
         assert (v.returncode, v.stderr) == (q.returncode, q.stderr), o
+
+
+def test_vmdk_check_grain_after_eof(tmp_path):
+    import struct
+    p = tmp_path / "h.vmdk"
+    qimg("create", "-q", "-f", "vmdk", p, "10M", check=0)
+    qio(["-f", "vmdk", "-c", "write -P 1 0 64k", str(p)])
+    d = bytearray(p.read_bytes())
+    gd = struct.unpack("<Q", d[56:64])[0]
+    gt = struct.unpack("<I", d[gd * 512:gd * 512 + 4])[0]
+    d[gt * 512:gt * 512 + 4] = struct.pack("<I", 0x7fffff00)
+    p.write_bytes(bytes(d))
+    for cmd in (["check", "h.vmdk"], ["check", "--output=json", "h.vmdk"]):
+        q, v = both(cmd, tmp_path)
+        assert (v.returncode, v.stdout, v.stderr) == (q.returncode, q.stdout, q.stderr)
+        assert "points after EOF" in v.stderr
