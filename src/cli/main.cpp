@@ -12,6 +12,7 @@
 #include <sstream>
 
 #include "cli/format.h"
+#include "cli/ssh_helper.h"
 #include "client/client.h"
 
 namespace {
@@ -179,6 +180,7 @@ int edit(Cli& cli, const std::string& key) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  if (argc >= 2 && std::strcmp(argv[1], "ssh-helper") == 0) return vireo::cli::ssh_helper_main(argc, argv);
   Cli cli;
   CLI::App app{"vireo: manage Vireo domains through vireod (virsh's verbs)"};
   app.add_option("-c,--connect", cli.uri, "daemon URI: unix:///path/to/vireod.sock (default: $VIREO_ROOT/run/vireo/vireod.sock)");
