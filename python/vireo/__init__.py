@@ -99,9 +99,9 @@ class libvirtError(Exception):
         return self.err[8]
 
 
-def _raise(msg, code, domain=VIR_FROM_DOMAIN):
+def _raise(msg, code, domain=VIR_FROM_DOMAIN, notify=True):
     e = libvirtError(msg, code, domain)
-    if _error_handler is not None:
+    if notify and _error_handler is not None:
         handler, ctx = _error_handler
         handler(ctx, e.err)
     raise e
@@ -152,7 +152,7 @@ class _Rpc:
         line, self.buf = self.buf.split(b"\n", 1)
         return line
 
-    def call(self, method, params=None):
+    def call(self, method, params=None, notify=True):
         with self.lock:
             rid = self.next_id
             self.next_id += 1
@@ -169,7 +169,7 @@ class _Rpc:
         if "error" in r:
             e = r["error"] or {}
             code = e.get("code", 0)
-            _raise(e.get("message", "unknown error"), _CODES.get(code, VIR_ERR_INTERNAL_ERROR))
+            _raise(e.get("message", "unknown error"), _CODES.get(code, VIR_ERR_INTERNAL_ERROR), notify=notify)
         return r.get("result")
 
     def close(self):
@@ -307,13 +307,18 @@ class virConnect:
     def numOfDefinedDomains(self):
         return len(self.listDefinedDomains())
 
-    def lookupByName(self, name):
-        s = None
+    def _lookup_or_none(self, key):
+        if self._rpc is None:
+            self._call("lookup")  # raises "invalid connection"
         try:
-            s = self._call("lookup", domain=name)
+            return self._rpc.call("lookup", {"domain": key}, notify=False)
         except libvirtError as e:
             if e.get_error_code() != VIR_ERR_NO_DOMAIN:
-                raise
+                _raise(e.get_error_message(), e.get_error_code(), e.get_error_domain())
+            return None
+
+    def lookupByName(self, name):
+        s = self._lookup_or_none(name)
         if s is None or s["name"] != name:  # vireod also resolves ids and uuids; libvirt's lookup does not
             _raise(f"Domain not found: no domain with matching name '{name}'", VIR_ERR_NO_DOMAIN)
         return virDomain(self, s)
@@ -323,12 +328,7 @@ class virConnect:
             norm = str(_uuidmod.UUID(uuidstr))
         except (ValueError, TypeError, AttributeError):
             _raise(f"invalid argument: invalid UUID '{uuidstr}'", VIR_ERR_INVALID_ARG, VIR_FROM_NONE)
-        s = None
-        try:
-            s = self._call("lookup", domain=norm)
-        except libvirtError as e:
-            if e.get_error_code() != VIR_ERR_NO_DOMAIN:
-                raise
+        s = self._lookup_or_none(norm)
         if s is None or s["uuid"] != norm:
             _raise(f"Domain not found: no domain with matching uuid '{norm}'", VIR_ERR_NO_DOMAIN)
         return virDomain(self, s)
