@@ -32,6 +32,7 @@
 
 #include "common/error.h"
 #include "common/fd.h"
+#include "daemon/domain_devices.h"
 #include "daemon/monitor.h"
 #include "daemon/netdev.h"
 #include "daemon/util.h"
@@ -43,25 +44,25 @@ constexpr off_t kMaxLog = 1 << 20;  // the console log restarts when it reaches 
 
 // Creates the taps listed in BASE.bridges and points the matching `--net tap=...` options at them.
 void setup_bridge_taps(const std::string& base, std::vector<std::string>& args) {
-  const auto plan = try_read_file(base + ".bridges");
-  if (!plan) return;
+  const auto text = try_read_file(base + ".bridges");
+  if (!text) return;
   std::vector<size_t> net_values;  // positions of the --net option values
   for (size_t i = 0; i + 1 < args.size(); ++i)
     if (args[i] == "--net") net_values.push_back(i + 1);
   std::string created;
-  std::istringstream in(*plan);
-  for (std::string line; std::getline(in, line);) {
-    if (line.empty()) continue;
-    std::istringstream f(line);
-    size_t index = 0;
-    std::string bridge, tap, mac;
-    if (!(f >> index >> bridge >> tap >> mac) || index >= net_values.size())
-      fail("{}.bridges: bad line '{}'", base, line);
-    std::string& value = args[net_values[index]];
-    const std::string want = "tap=" + tap;
+  std::vector<PortSpec> plan;
+  try {
+    plan = parse_port_plan(*text);
+  } catch (const Error& e) {
+    fail("{}.bridges: {}", base, e.what());
+  }
+  for (const PortSpec& p : plan) {
+    if (p.net_index >= net_values.size()) fail("{}.bridges: no --net option {}", base, p.net_index);
+    std::string& value = args[net_values[p.net_index]];
+    const std::string want = "tap=" + p.tap;
     if (value.compare(0, want.size(), want) != 0 || (value.size() > want.size() && value[want.size()] != ','))
-      fail("{}.bridges: --net {} does not use tap {}", base, value, tap);
-    BridgeTap t = attach_bridge_tap(tap, bridge, mac);
+      fail("{}.bridges: --net {} does not use tap {}", base, value, p.tap);
+    BridgeTap t = attach_port(p);
     if (t.created) {
       created += t.name + "\n";
       atomic_write(base + ".taps", created);

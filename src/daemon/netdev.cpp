@@ -17,6 +17,7 @@
 
 #include "common/error.h"
 #include "common/fd.h"
+#include "daemon/domain_devices.h"
 #include "daemon/util.h"
 
 namespace vireo::daemon {
@@ -95,6 +96,8 @@ BridgeTap attach_bridge_tap(const std::string& name, const std::string& bridge, 
   }
   return t;  // closing `tun` leaves the persistent tap for vireo-vmm to open
 }
+
+BridgeTap attach_port(const PortSpec& p) { return attach_bridge_tap(p.tap, p.bridge, p.mac); }
 
 bool delete_tap(const std::string& name, std::string* why) {
   if (!iface_exists(name)) return true;

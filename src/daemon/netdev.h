@@ -18,6 +18,12 @@ struct BridgeTap {
 // Throws Error("bridge 'br0': no such device") etc.; a tap created here is removed again on failure.
 BridgeTap attach_bridge_tap(const std::string& name, const std::string& bridge, const std::string& guest_mac);
 
+struct PortSpec;
+// The monitor's entry point for one port of NAME.bridges: a Linux-bridge port (attach_bridge_tap, then
+// VLAN filtering when the port has VLANs) or an Open vSwitch port (the tap is added to the bridge
+// through OVS's database, with tag/trunks and external_ids).
+BridgeTap attach_port(const PortSpec& port);
+
 // Removes a persistent tap (TUNSETPERSIST 0). False with `why` set if it cannot; a tap that no longer
 // exists counts as removed.
 bool delete_tap(const std::string& name, std::string* why = nullptr);
