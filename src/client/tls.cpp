@@ -127,18 +127,23 @@ std::unique_ptr<Session> Session::server(UniqueFd sock, std::shared_ptr<Credenti
   ses->sock_ = std::move(sock);
   ses->creds_ = std::move(creds);
   ses->s_ = new_session(GNUTLS_SERVER, ses->sock_.get(), *ses->creds_);
-  gnutls_certificate_server_set_request(S(ses->s_), GNUTLS_CERT_REQUIRE);
+  // REQUEST rather than REQUIRE: a client without a certificate completes the handshake and is told why
+  // it is refused (one clear error) instead of seeing a bare TLS alert.
+  gnutls_certificate_server_set_request(S(ses->s_), GNUTLS_CERT_REQUEST);
   int rc = handshake(S(ses->s_));
   if (rc < 0) tls_fail("handshake failed", rc);
-  unsigned status = 0;
-  rc = gnutls_certificate_verify_peers2(S(ses->s_), &status);
-  if (rc < 0) tls_fail("verifying the client certificate", rc);
-  if (status != 0)
-    throw Error("TLS: the client certificate failed verification: " +
-                verify_status_text(status, gnutls_certificate_type_get(S(ses->s_))));
   ses->peer_dn_ = peer_certificate_dn(S(ses->s_));
-  if (ses->peer_dn_.empty()) throw Error("TLS: the client sent no certificate");
   return ses;
+}
+
+std::string Session::verify_client() {
+  if (peer_dn_.empty()) return "the client sent no certificate";
+  unsigned status = 0;
+  int rc = gnutls_certificate_verify_peers2(S(s_), &status);
+  if (rc < 0) return std::string("cannot verify the client certificate: ") + gnutls_strerror(rc);
+  if (status != 0)
+    return "the client certificate failed verification: " + verify_status_text(status, gnutls_certificate_type_get(S(s_)));
+  return "";
 }
 
 bool Session::write_all(const void* data, size_t n) {
@@ -190,6 +195,21 @@ void Session::pump(UniqueFd plain) {
       }
       if (!write_all(buf, static_cast<size_t>(n))) break;
     }
+  }
+  ::shutdown(sock_.get(), SHUT_RDWR);
+}
+
+void Session::finish() {
+  gnutls_bye(S(s_), GNUTLS_SHUT_WR);
+  char buf[4096];
+  for (int i = 0; i < 100; ++i) {
+    if (gnutls_record_check_pending(S(s_)) == 0) {
+      pollfd p{sock_.get(), POLLIN, 0};
+      if (::poll(&p, 1, 2000) <= 0) break;
+    }
+    ssize_t n = gnutls_record_recv(S(s_), buf, sizeof buf);
+    if (n == GNUTLS_E_AGAIN || n == GNUTLS_E_INTERRUPTED) continue;
+    if (n <= 0) break;
   }
   ::shutdown(sock_.get(), SHUT_RDWR);
 }

@@ -37,8 +37,10 @@ class Session {
   // and name `host`. Throws vireo::Error ("TLS: ...") on failure.
   static std::unique_ptr<Session> client(UniqueFd sock, std::shared_ptr<Credentials> creds, const std::string& host,
                                          bool verify);
-  // Handshake as a server; the client must present a certificate that chains to the CA.
+  // Handshake as a server, asking for a client certificate; then verify_client() says whether it is good.
   static std::unique_ptr<Session> server(UniqueFd sock, std::shared_ptr<Credentials> creds);
+  // "" when the client presented a certificate that chains to the CA (and is in date); else why not.
+  std::string verify_client();
   ~Session();
 
   // The peer certificate's distinguished name in libvirt's form ("C=GB,O=Example,CN=client").
@@ -46,6 +48,9 @@ class Session {
   // Copies bytes both ways between the session and `plain` until either side ends (then closes both).
   void pump(UniqueFd plain);
   bool write_all(const void* data, size_t n);
+  // Ends our side (close_notify), then discards what the peer still sends until it closes (at most 2 s),
+  // so a last message is read rather than lost to a reset.
+  void finish();
   // Cuts the underlying connection (a blocked pump returns).
   void abort();
 
