@@ -146,13 +146,11 @@ class _Rpc:
             try:
                 chunk = self.stream.recv(65536)
             except OSError as e:
-                chunk = b""
-                if not self.buf:
-                    _raise(f"lost connection to vireod: {e}", VIR_ERR_SYSTEM_ERROR, VIR_FROM_RPC)
+                detail = self.stream.failure_detail()
+                _raise(detail or f"lost connection to vireod: {e.strerror or e}", VIR_ERR_SYSTEM_ERROR, VIR_FROM_RPC)
             if not chunk:
                 detail = self.stream.failure_detail()
-                _raise("vireod closed the connection" + (f": {detail}" if detail else ""), VIR_ERR_SYSTEM_ERROR,
-                       VIR_FROM_RPC)
+                _raise(detail or "vireod closed the connection", VIR_ERR_SYSTEM_ERROR, VIR_FROM_RPC)
             self.buf += chunk
         line, self.buf = self.buf.split(b"\n", 1)
         return line

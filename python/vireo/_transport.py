@@ -15,10 +15,10 @@ class TransportError(Exception):
 
 
 class Stream:
-    def __init__(self, sock, proc=None, what=""):
+    def __init__(self, sock, proc=None, host=""):
         self.sock = sock
         self.proc = proc
-        self.what = what
+        self.host = host
 
     def sendall(self, data):
         self.sock.sendall(data)
@@ -36,9 +36,8 @@ class Stream:
             return ""
         err = self.proc.stderr.read().decode(errors="replace") if self.proc.stderr else ""
         lines = [l.strip() for l in err.splitlines() if l.strip()]
-        if lines:
-            return lines[-1]
-        return f"ssh exited with status {self.proc.returncode}"
+        last = lines[-1] if lines else f"ssh exited with status {self.proc.returncode}"
+        return f"cannot reach vireod over ssh on '{self.host}': {last}"
 
     def close(self):
         try:
@@ -62,7 +61,7 @@ def connect_unix(path):
     except OSError as e:
         s.close()
         raise TransportError(f"Failed to connect socket to '{path}': {os.strerror(e.errno) if e.errno else e}") from None
-    return Stream(s, what=path)
+    return Stream(s)
 
 
 def ssh_argv(u, readonly):
@@ -99,7 +98,7 @@ def connect_ssh(u, readonly):
         raise TransportError(f"cannot run ssh: {e.strerror}") from None
     finally:
         theirs.close()
-    return Stream(mine, proc, what=f"ssh {u.host}")
+    return Stream(mine, proc, host=u.host)
 
 
 def pki_files(u):
@@ -150,13 +149,13 @@ def connect_tls(u):
         raw.close()
         raise TransportError(f"TLS handshake with '{u.host}:{u.port}' failed: {e}") from None
     s.settimeout(None)
-    return Stream(s, what=f"tls {u.host}:{u.port}")
+    return Stream(s)
 
 
 def connect_tcp(u):
     s = _tcp(u)
     s.settimeout(None)
-    return Stream(s, what=f"tcp {u.host}:{u.port}")
+    return Stream(s)
 
 
 def connect(u, readonly):

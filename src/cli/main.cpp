@@ -11,8 +11,9 @@ int main(int argc, char** argv) {
   if (argc >= 2 && std::strcmp(argv[1], "ssh-helper") == 0) return vireo::cli::ssh_helper_main(argc, argv);
   vireo::cli::Cli cli;
   CLI::App app{"vireo: manage Vireo domains, networks, storage and host interfaces through vireod (virsh's verbs)"};
-  app.add_option("-c,--connect", cli.uri, "daemon URI: unix:///path/to/vireod.sock (default: $VIREO_ROOT/run/vireo/vireod.sock)");
+  app.add_option("-c,--connect", cli.uri, "hypervisor connection URI: vireo:///system (default; $VIREO_ROOT honoured), unix:///PATH, vireo+ssh://[USER@]HOST[:PORT]/, vireo+tls://HOST[:PORT]/, vireo+tcp://HOST[:PORT]/");
   app.add_flag("-q,--quiet", cli.quiet, "quiet mode");
+  app.add_flag("-r,--readonly", cli.readonly, "connect readonly");
   app.require_subcommand(1);
   vireo::cli::Verbs verbs(app, cli);
   vireo::cli::add_domain_verbs(verbs);

@@ -38,8 +38,8 @@ json Connection::call(const std::string& method, const json& params) {
   auto line = ch_.read_line();  // read even if sending failed: vireod may have said why it hung up
   if (!line) {
     std::string detail = transports_.empty() ? "" : transports_.front()->failure_detail();
-    throw ClientError(ClientError::kConnect, std::string(sent ? "vireod closed the connection" : "lost connection to vireod") +
-                                                 (detail.empty() ? "" : ": " + detail));
+    if (!detail.empty()) throw ClientError(ClientError::kConnect, detail);
+    throw ClientError(ClientError::kConnect, sent ? "vireod closed the connection" : "lost connection to vireod");
   }
   json r;
   try {

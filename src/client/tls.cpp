@@ -130,6 +130,9 @@ std::unique_ptr<Session> Session::server(UniqueFd sock, std::shared_ptr<Credenti
   // REQUEST rather than REQUIRE: a client without a certificate completes the handshake and is told why
   // it is refused (one clear error) instead of seeing a bare TLS alert.
   gnutls_certificate_server_set_request(S(ses->s_), GNUTLS_CERT_REQUEST);
+  // Do not name our CA in the request: a client then sends whatever certificate it has, and a wrong one is
+  // reported as such ("issuer is unknown") instead of as a missing one.
+  gnutls_certificate_send_x509_rdn_sequence(S(ses->s_), 1);
   int rc = handshake(S(ses->s_));
   if (rc < 0) tls_fail("handshake failed", rc);
   ses->peer_dn_ = peer_certificate_dn(S(ses->s_));

@@ -90,7 +90,7 @@ class FdTransport : public Transport {
 
 class SshTransport : public Transport {
  public:
-  explicit SshTransport(const Uri& u, bool readonly) {
+  explicit SshTransport(const Uri& u, bool readonly) : host_(u.host) {
     int sv[2];
     if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0)
       throw ClientError(ClientError::kConnect, std::string("socketpair: ") + std::strerror(errno));
@@ -138,9 +138,8 @@ class SshTransport : public Transport {
       if (!line.empty()) last = line;
       pos = nl == std::string::npos ? all.size() : nl + 1;
     }
-    if (!last.empty()) return last;
-    if (exited && WIFEXITED(status_)) return "ssh exited with status " + std::to_string(WEXITSTATUS(status_));
-    return "";
+    if (last.empty() && exited && WIFEXITED(status_)) last = "ssh exited with status " + std::to_string(WEXITSTATUS(status_));
+    return last.empty() ? "" : "cannot reach vireod over ssh on '" + host_ + "': " + last;
   }
 
  private:
@@ -156,6 +155,7 @@ class SshTransport : public Transport {
       std::this_thread::sleep_for(std::chrono::milliseconds(20));
     }
   }
+  std::string host_;
   pid_t pid_ = -1;
   int status_ = 0;
   UniqueFd err_;

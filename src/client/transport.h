@@ -17,7 +17,8 @@ class Transport {
   virtual ~Transport() = default;
   // The stream to the daemon (once; the Transport keeps whatever runs behind it alive).
   UniqueFd take_fd() { return std::move(fd_); }
-  // Why the stream ended, when the transport knows better than "closed" (ssh's last stderr line).
+  // Why the stream ended, when the transport knows better than "closed" (for ssh: "cannot reach vireod
+  // over ssh on 'HOST': <the last line ssh or the remote helper wrote on stderr>").
   virtual std::string failure_detail() { return ""; }
 
  protected:
