@@ -17,6 +17,7 @@
 #include "client/wire.h"
 #include "common/error.h"
 #include "daemon/domain_driver.h"
+#include "daemon/host_driver.h"
 
 namespace vireo::daemon {
 
@@ -53,6 +54,7 @@ Daemon::Daemon(Options opts) {
   auto domains = std::make_unique<DomainDriver>(host_);
   host_.domains = domains.get();
   drivers_.push_back(std::move(domains));
+  drivers_.push_back(std::make_unique<HostDriver>(host_));  // host info and domain statistics (read-only)
 
   table_.add("hello", Access::kReadOnly, [](const json&, Call&) {
     return json{{"daemon", "vireod"}, {"version", "0.1.0"}, {"hypervisor", "vireo-vmm"}, {"hypervisor_version", "0.1.0"}};
