@@ -105,7 +105,8 @@ std::string synopsis(CLI::App& verb) {
   std::string s = verb.get_name();
   for (CLI::Option* o : options_of(verb)) {
     const bool positional = o->get_positional() && !o->nonpositional();
-    if (positional && o->get_required()) s += " <" + o->get_name(true, false) + ">";
+    if (positional && o->get_expected_max() > 1) s += " [<" + o->get_name(true, false) + ">]...";
+    else if (positional && o->get_required()) s += " <" + o->get_name(true, false) + ">";
     else if (o->get_required()) s += " " + option_word(o);
     else s += " [" + option_word(o) + "]";
   }
@@ -121,7 +122,8 @@ std::string format_verb_help(CLI::App& verb) {
     out += "  OPTIONS\n";
     for (CLI::Option* o : opts) {
       const bool positional = o->get_positional() && !o->nonpositional();
-      const std::string left = positional && o->get_required()
+      const std::string left = positional && o->get_expected_max() > 1 ? "<" + o->get_name(true, false) + ">"
+                               : positional && o->get_required()
                                    ? "[--" + o->get_name(true, false) + "] " + value_word(o)
                                    : option_word(o);
       out += fmt::format("    {:<15}  {}\n", left, o->get_description());

@@ -41,6 +41,8 @@ void add_domain_stats_verbs(Verbs& v) {
     bool inactive = false, details = false, human = false, pretty = false;
     std::vector<std::string> doms;
     bool state = false, cpu = false, balloon = false, vcpu = false, iface = false, block = false;
+    bool l_active = false, l_inactive = false, l_persistent = false, l_transient = false, l_running = false,
+         l_paused = false, l_shutoff = false, l_other = false;
   };
   auto o = std::make_shared<Opts>();
   auto domain_arg = [o](CLI::App* s) {
@@ -150,7 +152,17 @@ void add_domain_stats_verbs(Verbs& v) {
     std::vector<std::string> names;
     try {
       if (o->doms.empty()) {
-        for (const auto& d : cli.c().list()) names.push_back(d.name);
+        for (const auto& d : cli.c().list()) {
+          const bool other = d.state != "running" && d.state != "paused" && d.state != "shut off";
+          if ((o->l_active && !d.active) || (o->l_inactive && d.active) || (o->l_persistent && !d.persistent) ||
+              (o->l_transient && d.persistent))
+            continue;
+          if ((o->l_running || o->l_paused || o->l_shutoff || o->l_other) &&
+              !((o->l_running && d.state == "running") || (o->l_paused && d.state == "paused") ||
+                (o->l_shutoff && d.state == "shut off") || (o->l_other && other)))
+            continue;
+          names.push_back(d.name);
+        }
       } else {
         for (const auto& d : o->doms) names.push_back(name_of(cli, d));
       }
@@ -180,13 +192,21 @@ void add_domain_stats_verbs(Verbs& v) {
     write_stdout(out);
     return 0;
   });
-  stats->add_option("domain", o->doms, "list of domains to get stats for");
   stats->add_flag("--state", o->state, "report domain state");
   stats->add_flag("--cpu-total", o->cpu, "report domain physical cpu usage");
   stats->add_flag("--balloon", o->balloon, "report domain balloon statistics");
   stats->add_flag("--vcpu", o->vcpu, "report domain virtual cpu information");
   stats->add_flag("--interface", o->iface, "report domain network interface information");
   stats->add_flag("--block", o->block, "report domain block device statistics");
+  stats->add_flag("--list-active", o->l_active, "list only active domains");
+  stats->add_flag("--list-inactive", o->l_inactive, "list only inactive domains");
+  stats->add_flag("--list-persistent", o->l_persistent, "list only persistent domains");
+  stats->add_flag("--list-transient", o->l_transient, "list only transient domains");
+  stats->add_flag("--list-running", o->l_running, "list only running domains");
+  stats->add_flag("--list-paused", o->l_paused, "list only paused domains");
+  stats->add_flag("--list-shutoff", o->l_shutoff, "list only shutoff domains");
+  stats->add_flag("--list-other", o->l_other, "list only domains in other states");
+  stats->add_option("domain", o->doms, "list of domains to get stats for");
   stats->footer("Gets statistics about one or more (or all) domains");
 }
 

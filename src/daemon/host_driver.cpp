@@ -52,7 +52,10 @@ std::vector<std::string> dir_entries(const std::string& path, const std::string&
 std::string xml_string(const pugi::xml_document& doc) {
   std::ostringstream ss;
   doc.save(ss, "  ", pugi::format_indent | pugi::format_no_declaration | pugi::format_attribute_single_quote);
-  return ss.str();
+  // libvirt writes empty elements as <x/>, pugixml as <x />.
+  std::string out = ss.str();
+  for (size_t p = out.find(" />"); p != std::string::npos; p = out.find(" />", p)) out.erase(p, 1);
+  return out;
 }
 
 struct Running {
