@@ -30,7 +30,7 @@ struct Parsed {
 
 Parsed make_app(Cli& cli, bool globals) {
   Parsed p;
-  p.app = std::make_unique<CLI::App>("vireo: manage Vireo domains, networks, storage and host interfaces through vireod (virsh's verbs)");
+  p.app = std::make_unique<CLI::App>("vireo: manage Vireo domains, networks, storage and host interfaces through vireod (virsh's verbs)", "vireo");
   if (globals) {
     p.app->add_option("-c,--connect", cli.uri, "hypervisor connection URI: vireo:///system (default; $VIREO_ROOT honoured), unix:///PATH, vireo+ssh://[USER@]HOST[:PORT]/, vireo+tls://HOST[:PORT]/, vireo+tcp://HOST[:PORT]/");
     p.app->add_flag("-q,--quiet", cli.quiet, "quiet mode");
@@ -283,9 +283,35 @@ bool split_commands(const std::string& line, std::vector<std::vector<std::string
   return true;
 }
 
+// bash completion's helper: `vireo complete -- WORD... CURRENT` prints one candidate per line. Not a
+// verb (its words are another command line, not options for CLI11 to parse).
+int complete_main(Cli& cli, std::vector<std::string> before) {
+  if (!before.empty() && before.front() == "--") before.erase(before.begin());
+  std::string cur;
+  if (!before.empty()) {
+    cur = before.back();
+    before.pop_back();
+  }
+  // A -c URI among the words is the connection to ask for domain names.
+  for (size_t i = 0; i + 1 < before.size(); ++i)
+    if (before[i] == "-c" || before[i] == "--connect") cli.uri = before[i + 1];
+  auto p = make_app(cli, true);
+  for (const auto& w : complete_words(*p.app, before, cur, [&cli] {
+         std::vector<std::string> names;
+         try {
+           for (auto& d : cli.c().list()) names.push_back(d.name);
+         } catch (...) {
+         }
+         return names;
+       }))
+    std::printf("%s\n", w.c_str());
+  return 0;
+}
+
 int run_main(Cli& cli, int argc, char** argv, Registrar add_verbs) {
   g_registrar = add_verbs;
   std::vector<std::string> words(argv + 1, argv + argc);
+  if (!words.empty() && words[0] == "complete") return complete_main(cli, {words.begin() + 1, words.end()});
   bool ran = false;
   int rc = run_words(cli, words, true, &ran);
   if (rc != 0 || ran) return rc;
@@ -365,33 +391,6 @@ void add_shell_verbs(Verbs& v) {
   connect->add_flag("--readonly", co->readonly, "read-only connection");
 
   // bash completion's helper: `vireo complete -- WORD... CURRENT` prints one candidate per line.
-  auto holder = std::make_shared<CLI::App*>(nullptr);
-  CLI::App* c = v.add("complete", "", [&cli, holder] {
-    std::vector<std::string> before = (*holder)->remaining();
-    if (!before.empty() && before.front() == "--") before.erase(before.begin());
-    std::string cur;
-    if (!before.empty()) {
-      cur = before.back();
-      before.pop_back();
-    }
-    // A -c URI among the words is the connection to ask for domain names.
-    for (size_t i = 0; i + 1 < before.size(); ++i)
-      if (before[i] == "-c" || before[i] == "--connect") cli.uri = before[i + 1];
-    auto fresh = make_app(cli, true);
-    for (const auto& w : complete_words(*fresh.app, before, cur, [&cli] {
-           std::vector<std::string> names;
-           try {
-             for (auto& d : cli.c().list()) names.push_back(d.name);
-           } catch (...) {
-           }
-           return names;
-         }))
-      std::printf("%s\n", w.c_str());
-    return 0;
-  });
-  c->prefix_command();
-  c->group("");  // not listed in --help
-  *holder = c;
 }
 
 }  // namespace vireo::cli

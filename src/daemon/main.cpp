@@ -64,8 +64,14 @@ int main(int argc, char** argv) {
       if (const char* v = std::getenv("VIREO_VMM")) o.vmm = v;
     }
     if (o.vmm.empty()) {
+      // Next to vireod (the build tree), else the installed layout: <prefix>/sbin/vireod, <prefix>/bin/vireo-vmm.
       std::string dir = o.self_exe.substr(0, o.self_exe.rfind('/'));
       o.vmm = dir + "/vireo-vmm";
+      const std::string installed = dir + "/../bin/vireo-vmm";
+      if (::access(o.vmm.c_str(), X_OK) != 0 && ::access(installed.c_str(), X_OK) == 0) {
+        char buf[4096];
+        o.vmm = ::realpath(installed.c_str(), buf) ? buf : installed;
+      }
     }
     char* end = nullptr;
     unsigned long m = std::strtoul(mode.c_str(), &end, 8);
