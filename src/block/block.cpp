@@ -1,9 +1,12 @@
 #include "block/block.h"
 
+#include <algorithm>
 #include <cstring>
+#include <vector>
 #include <filesystem>
 
 #include "block/file.h"
+#include "block/format.h"
 #include "block/qcow2.h"
 #include "block/raw.h"
 #include "common/error.h"
@@ -14,34 +17,26 @@ BlockImage::~BlockImage() = default;
 
 std::string probe_format(const std::string& path) {
   HostFile f(path, true, false);
-  uint8_t magic[4] = {};
-  f.pread_full(0, magic);
-  if (std::memcmp(magic, "QFI\xfb", 4) == 0) return "qcow2";
-  return "raw";
+  std::vector<uint8_t> head(kProbeBytes, 0);
+  f.pread_full(0, head);
+  const uint64_t len = f.length();
+  return probe_driver(std::span<const uint8_t>(head.data(), std::min<uint64_t>(len, head.size())), path).name;
 }
 
 std::unique_ptr<BlockImage> open_image(const std::string& path, const OpenOptions& opts) {
   if (opts.force_share && !opts.read_only)
     fail("force-share=on can only be used with read-only images");
   std::string fmt_name = opts.format.empty() ? probe_format(path) : opts.format;
-  if (fmt_name == "raw") return RawImage::open(path, opts);
-  if (fmt_name == "qcow2") return Qcow2Image::open(path, opts);
-  fail("Unknown driver '{}'", fmt_name);
+  const FormatDriver* d = find_format(fmt_name);
+  if (!d) fail("Unknown driver '{}'", fmt_name);
+  OpenContext ctx;
+  return d->open(path, opts, ctx);
 }
 
-void create_qcow2(const std::string& path, const CreateOptions& opts);  // qcow2.cpp
-
 void create_image(const std::string& path, const CreateOptions& opts) {
-  if (opts.format == "raw") {
-    if (!opts.backing_file.empty()) fail("'raw' does not support backing files");
-    RawImage::create(path, opts);
-    return;
-  }
-  if (opts.format == "qcow2") {
-    create_qcow2(path, opts);
-    return;
-  }
-  fail("Unknown file format '{}'", opts.format);
+  const FormatDriver* d = find_format(opts.format);
+  if (!d || !d->create) fail("Unknown file format '{}'", opts.format);
+  d->create(path, opts);
 }
 
 std::string resolve_backing_path(const std::string& image_path, const std::string& backing_name) {

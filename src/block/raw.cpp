@@ -8,6 +8,7 @@
 #include <cstdlib>
 #include <vector>
 
+#include "block/format.h"
 #include "common/error.h"
 
 namespace vireo::block {
@@ -19,6 +20,19 @@ std::unique_ptr<RawImage> RawImage::open(const std::string& path, const OpenOpti
   img->direct_ = opts.direct;
   return img;
 }
+
+namespace {
+int probe_raw(std::span<const uint8_t>, const std::string&) { return 1; }
+std::unique_ptr<BlockImage> open_raw(const std::string& path, const OpenOptions& opts, OpenContext&) {
+  return RawImage::open(path, opts);
+}
+void create_raw(const std::string& path, const CreateOptions& opts) {
+  if (!opts.backing_file.empty()) fail("'raw' does not support backing files");
+  RawImage::create(path, opts);
+}
+}  // namespace
+
+const FormatDriver kRawDriver = {"raw", probe_raw, open_raw, create_raw};
 
 void RawImage::create(const std::string& path, const CreateOptions& opts) {
   HostFile f(path, false, false, true);

@@ -175,21 +175,33 @@ bool host_has(const Table& supported, const FeatureBit& f) {
   return false;
 }
 
-// Applies a custom model: feature leaves = the model's bits; everything the model does not name is hidden.
-void apply_model(Table& t, const Table& supported, const Model& m) {
+bool is_emulated(const char* name) {
+  return std::any_of(std::begin(kEmulated), std::end(kEmulated), [&](const char* x) { return !std::strcmp(x, name); });
+}
+
+std::vector<std::string> missing_features(const Table& supported, const Model& m) {
   std::vector<std::string> missing;
-  for (const char* name : m.features) {
-    const auto& f = feature(name);
-    bool emulated = std::any_of(std::begin(kEmulated), std::end(kEmulated), [&](const char* x) { return !std::strcmp(x, name); });
-    if (!emulated && !host_has(supported, f)) missing.push_back(name);
-  }
-  if (!missing.empty()) {
-    std::string list;
-    for (const auto& s : missing) list += (list.empty() ? "" : ", ") + s;
-    fail("cpu: model {} needs features the host (KVM) lacks: {}", m.name, list);
-  }
+  for (const char* name : m.features)
+    if (!is_emulated(name) && !host_has(supported, feature(name))) missing.push_back(name);
+  return missing;
+}
+
+std::string join(const std::vector<std::string>& v) {
+  std::string list;
+  for (const auto& s : v) list += (list.empty() ? "" : ", ") + s;
+  return list;
+}
+
+// Applies a custom model: feature leaves = the model's bits minus what the host lacks (or an Error naming
+// those with `enforce`); everything the model does not name is hidden.
+void apply_model(Table& t, const Table& supported, const Model& m, bool enforce) {
+  const std::vector<std::string> missing = missing_features(supported, m);
+  if (enforce && !missing.empty())
+    fail("cpu: model {} needs features the host (KVM) lacks: {} (enforce)", m.name, join(missing));
+  auto dropped = [&](const char* n) { return std::find(missing.begin(), missing.end(), n) != missing.end(); };
   auto has = [&](const char* n) {
-    return std::any_of(m.features.begin(), m.features.end(), [&](const char* x) { return !std::strcmp(x, n); });
+    return !dropped(n) &&
+           std::any_of(m.features.begin(), m.features.end(), [&](const char* x) { return !std::strcmp(x, n); });
   };
 
   // Leaf ranges: basic up to the model's level, hypervisor leaves, extended up to its xlevel.
@@ -234,6 +246,7 @@ void apply_model(Table& t, const Table& supported, const Model& m) {
   if (auto* x = find(t, 0x80000008)) x->ebx = 0;             // AMD extended feature ids (ibpb, ...)
   std::optional<uint32_t> xsave_feats;
   for (const char* name : m.features) {
+    if (dropped(name)) continue;
     const auto& f = feature(name);
     if (f.leaf == 0xd) {
       xsave_feats = xsave_feats.value_or(0) | (1u << f.bit);
@@ -351,22 +364,43 @@ CpuSpec parse_cpu_spec(const std::string& text) {
   };
   if (text == "host-passthrough") return {CpuMode::HostPassthrough, ""};
   if (text == "host-model") return {CpuMode::HostModel, ""};
-  if (text == "custom") return {CpuMode::Custom, "qemu64"};
-  if (text.rfind("custom=", 0) == 0) {
-    std::string model = text.substr(7);
-    if (!find_model(model)) fail("cpu: unknown model '{}' (known: {})", model, known());
-    return {CpuMode::Custom, model};
+  std::string t = text;
+  bool enforce = false;
+  if (t.rfind("custom", 0) == 0 && t.size() > 8 && t.compare(t.size() - 8, 8, ",enforce") == 0) {
+    enforce = true;
+    t.resize(t.size() - 8);
   }
-  fail("cpu: unknown mode '{}' (expected host-passthrough, host-model or custom[=MODEL])", text);
+  if (t == "custom") return {CpuMode::Custom, "qemu64", enforce};
+  if (t.rfind("custom=", 0) == 0) {
+    std::string model = t.substr(7);
+    if (!find_model(model)) fail("cpu: unknown model '{}' (known: {})", model, known());
+    return {CpuMode::Custom, model, enforce};
+  }
+  fail("cpu: unknown mode '{}' (expected host-passthrough, host-model or custom[=MODEL][,enforce])", text);
 }
 
 std::string format_cpu_spec(const CpuSpec& spec) {
   switch (spec.mode) {
     case CpuMode::HostPassthrough: return "host-passthrough";
     case CpuMode::HostModel: return "host-model";
-    case CpuMode::Custom: return "custom=" + (spec.model.empty() ? std::string("qemu64") : spec.model);
+    case CpuMode::Custom:
+      return "custom=" + (spec.model.empty() ? std::string("qemu64") : spec.model) + (spec.enforce ? ",enforce" : "");
   }
   return "?";
+}
+
+std::vector<std::string> unavailable_features(const std::vector<kvm_cpuid_entry2>& supported, const CpuSpec& spec) {
+  if (spec.mode != CpuMode::Custom) return {};
+  const Model* m = find_model(spec.model.empty() ? "qemu64" : spec.model);
+  if (!m) fail("cpu: unknown model '{}'", spec.model);
+  return missing_features(supported, *m);
+}
+
+std::string unavailable_warning(const std::vector<kvm_cpuid_entry2>& supported, const CpuSpec& spec) {
+  const auto miss = unavailable_features(supported, spec);
+  if (miss.empty() || spec.enforce) return {};
+  return fmt::format("warning: cpu: model {}: the host (KVM) lacks {}; running without {}",
+                     spec.model.empty() ? "qemu64" : spec.model, join(miss), miss.size() == 1 ? "it" : "them");
 }
 
 std::vector<kvm_cpuid_entry2> build_cpuid(const std::vector<kvm_cpuid_entry2>& supported, const CpuSpec& spec,
@@ -385,7 +419,7 @@ std::vector<kvm_cpuid_entry2> build_cpuid(const std::vector<kvm_cpuid_entry2>& s
       std::string name = spec.model.empty() ? "qemu64" : spec.model;
       const Model* m = find_model(name);
       if (!m) fail("cpu: unknown model '{}'", name);
-      apply_model(t, supported, *m);
+      apply_model(t, supported, *m, spec.enforce);
       break;
     }
   }

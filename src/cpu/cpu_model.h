@@ -1,8 +1,11 @@
 // vireo/cpu: CPU modes (libvirt's names) and the CPUID table each vCPU gets.
 //   host-passthrough  everything KVM_GET_SUPPORTED_CPUID reports
 //   host-model        the same minus features that are not migratable (invariant TSC, ...): see docs/boot.md
-//   custom[=MODEL]    a named model (qemu64 by default): features it lacks are hidden; features it needs
-//                     that the host lacks are an Error naming them
+//   custom[=MODEL][,enforce]
+//                     a named model (qemu64 by default): features it lacks are hidden. Features it names that
+//                     the host (KVM) cannot offer are dropped (QEMU's behaviour without `enforce`; the caller
+//                     warns once, see unavailable_features); with `enforce` (libvirt's check='full') they are an
+//                     Error naming them.
 #pragma once
 #include <linux/kvm.h>
 
@@ -16,19 +19,29 @@ enum class CpuMode { HostPassthrough, HostModel, Custom };
 
 struct CpuSpec {
   CpuMode mode = CpuMode::HostModel;
-  std::string model;  // model for Custom, e.g. "qemu64"
+  std::string model;     // model for Custom, e.g. "qemu64"
+  bool enforce = false;  // Custom only: refuse to run without every feature of the model
 };
 
-// "host-passthrough" | "host-model" | "custom" | "custom=MODEL";
+// "host-passthrough" | "host-model" | "custom" | "custom=MODEL", each custom form optionally followed by
+// ",enforce" (QEMU's -cpu MODEL,enforce);
 // throws Error("cpu: unknown model 'x' (known: ...)") / Error("cpu: unknown mode 'x' (...)").
 CpuSpec parse_cpu_spec(const std::string& text);
-std::string format_cpu_spec(const CpuSpec& spec);  // back to the text form ("custom=Haswell")
+std::string format_cpu_spec(const CpuSpec& spec);  // back to the text form ("custom=Haswell[,enforce]")
 
 // Names of the known custom models, in a stable order.
 std::vector<std::string> known_models();
 
+// Features of a custom model that `supported` (KVM_GET_SUPPORTED_CPUID) lacks, in the model's order (empty for
+// the host modes). Without `enforce` build_cpuid drops them; the VMM prints one warning naming them.
+std::vector<std::string> unavailable_features(const std::vector<kvm_cpuid_entry2>& supported, const CpuSpec& spec);
+// That warning, e.g. "warning: cpu: model qemu64: the host (KVM) lacks sse3; running without it"; empty when
+// nothing is dropped (or with `enforce`, where build_cpuid refuses instead).
+std::string unavailable_warning(const std::vector<kvm_cpuid_entry2>& supported, const CpuSpec& spec);
+
 // Pure function: filters/sets leaves per mode (hide features a model lacks, APIC IDs and topology per vCPU,
-// hypervisor bit + KVM signature leaves 0x40000000..); throws Error if the host lacks what the model needs.
+// hypervisor bit + KVM signature leaves 0x40000000..); with `enforce`, throws Error if the host lacks what the
+// model needs.
 std::vector<kvm_cpuid_entry2> build_cpuid(const std::vector<kvm_cpuid_entry2>& supported, const CpuSpec& spec,
                                           uint32_t vcpu_index, uint32_t vcpu_count);
 

@@ -41,7 +41,10 @@ std::vector<std::string> vmm_args(const DomainDef& d, const VmmWiring& w) {
     else if (d.cpu.mode == "host-model")
       a.insert(a.end(), {"--cpu", "host-model"});
     else
-      a.insert(a.end(), {"--cpu", d.cpu.model.empty() ? "custom" : "custom=" + d.cpu.model});
+      // check='full' is libvirt's "QEMU must provide every feature" (QEMU's enforce); otherwise features
+      // the host cannot offer are dropped with a warning, as QEMU does.
+      a.insert(a.end(), {"--cpu", (d.cpu.model.empty() ? std::string("custom") : "custom=" + d.cpu.model) +
+                                      (d.cpu.check == "full" ? ",enforce" : "")});
   }
   const bool has_serial = !d.devices.serials.empty() || !d.devices.consoles.empty();
   a.insert(a.end(), {"--serial", has_serial ? w.serial : "none"});

@@ -31,4 +31,11 @@ const char* pvm_mode_name(PvmMode m) {
   return "?";
 }
 
+std::string pvm_emulation_note(PvmMode mode, bool long_mode_entry) {
+  if (mode != PvmMode::Emulated || long_mode_entry) return {};
+  return "note: /dev/kvm is PVM (kvm_pvm, no hardware virtualization): this guest does not start in 64-bit "
+         "mode with vireo's page tables, so it runs in PVM's instruction emulator (very slow; unmodified kernels "
+         "and firmware stop on instructions it lacks)";
+}
+
 }  // namespace vireo::kvm

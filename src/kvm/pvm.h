@@ -6,6 +6,7 @@
 // exist and nothing is written.
 #pragma once
 #include <cstdint>
+#include <string>
 
 namespace vireo::kvm {
 
@@ -27,5 +28,11 @@ enum class PvmMode { NotPvm, Emulated, Native };
 PvmMode apply_pvm_quirk(Vcpu& vcpu, bool long_mode_entry, bool native_allowed);
 
 const char* pvm_mode_name(PvmMode m);  // "not-pvm", "emulated", "native"
+
+// The one stderr line vireo-vmm prints when a guest that does not enter in long mode with our page tables (an
+// unmodified kernel, PVH kernel or firmware) is about to run on a PVM host: it will run in PVM's instruction
+// emulator (~1000x slower, and unmodified kernels stop on instructions it lacks). Empty when nothing is to be
+// said: not PVM, native mode, or the emulator was chosen explicitly (`--native off` with a test guest).
+std::string pvm_emulation_note(PvmMode mode, bool long_mode_entry);
 
 }  // namespace vireo::kvm

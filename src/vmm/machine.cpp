@@ -166,6 +166,7 @@ void Machine::load_and_setup_vcpus() {
   if (plan_.vcpus.size() != opts_.cpus)
     fail("boot: plan has {} vCPUs, {} requested", plan_.vcpus.size(), opts_.cpus);
   const auto supported = kvm_.supported_cpuid();
+  if (auto w = cpu::unavailable_warning(supported, opts_.cpu); !w.empty()) std::cerr << "vireo-vmm: " << w << std::endl;
   for (uint32_t i = 0; i < opts_.cpus; ++i) setup_vcpu(i, supported);
 }
 
@@ -213,7 +214,11 @@ void Machine::setup_vcpu(uint32_t index, const std::vector<kvm_cpuid_entry2>& su
   v.set_mp_state(init.runnable ? KVM_MP_STATE_RUNNABLE : KVM_MP_STATE_UNINITIALIZED);
 
   const kvm::PvmMode m = kvm::apply_pvm_quirk(v, plan_.long_mode_entry && init.runnable, opts_.native);
-  if (index == 0) pvm_mode_ = m;
+  if (index == 0) {
+    pvm_mode_ = m;
+    if (auto note = kvm::pvm_emulation_note(m, plan_.long_mode_entry); !note.empty())
+      std::cerr << "vireo-vmm: " << note << std::endl;
+  }
   vcpus_.push_back(std::move(slot));
 }
 

@@ -7,6 +7,9 @@ Routes (see docs/kvm-kit.md):
         /dev/kvm works inside it. The host's / is shared read-only over 9p; SOURCE_DIR, BUILD_DIR and any
         extra paths are shared read-write at the same absolute paths; the command runs in a chroot of that.
   none  neither: KVM tests skip with the reason.
+A PVM /dev/kvm (kvm_pvm: MSR 0x4b564d11 reads 0x4d5650) runs Vireo's own test guests but not unmodified
+kernels or firmware (they run in its instruction emulator and die): calls for such guests pass
+unmodified=True and take the kit route on a PVM host.
 
 API (stable, other areas depend on it):
   BUILD_DIR, SOURCE_DIR, kvm_route(), require_kvm(), run_vmm(), run_kvm_script(), Result.
@@ -35,13 +38,18 @@ import time
 from pathlib import Path
 
 __all__ = ["BUILD_DIR", "SOURCE_DIR", "Result", "KitError", "kvm_route", "require_kvm", "run_vmm",
-           "run_kvm_script"]
+           "run_kvm_script", "host_kvm_is_pvm"]
 
 SOURCE_DIR = Path(os.environ.get("VIREO_SOURCE_DIR") or Path(__file__).resolve().parents[2]).resolve()
 BUILD_DIR = Path(os.environ.get("VIREO_BUILD_DIR") or (SOURCE_DIR / "build")).resolve()
 
 KVM_GET_API_VERSION = 0xAE00
 KVM_API_VERSION = 12
+KVM_CREATE_VM = 0xAE01
+KVM_CREATE_VCPU = 0xAE41
+KVM_GET_MSRS = 0xC008AE88  # _IOWR(KVMIO, 0x88, struct kvm_msrs) (8-byte header)
+PVM_SIGNATURE_MSR = 0x4B564D11
+PVM_SIGNATURE = 0x4D5650  # "PVM"
 
 # Kit VM shape: 2 vCPUs so 4-vCPU SMP guests can run (overcommitted), 2 GiB for 64-256 MiB guests.
 KIT_CPUS = int(os.environ.get("VIREO_KIT_CPUS", "2"))
@@ -119,6 +127,31 @@ def _host_kvm_status() -> tuple[bool, str]:
     if version != KVM_API_VERSION:
         return False, f"/dev/kvm reports KVM API version {version}, need {KVM_API_VERSION}"
     return True, "/dev/kvm usable (KVM API 12)"
+
+
+@functools.lru_cache(maxsize=None)
+def host_kvm_is_pvm() -> bool:
+    """True if this machine's /dev/kvm is PVM (kvm_pvm): KVM_GET_MSRS of 0x4b564d11 on a vCPU returns
+    0x4d5650. On hardware KVM that MSR is unknown (0 entries processed). False when /dev/kvm is unusable."""
+    import struct
+    try:
+        fd = os.open("/dev/kvm", os.O_RDWR | os.O_CLOEXEC)
+    except OSError:
+        return False
+    vm = vcpu = -1
+    try:
+        vm = fcntl.ioctl(fd, KVM_CREATE_VM, 0)
+        vcpu = fcntl.ioctl(vm, KVM_CREATE_VCPU, 0)
+        buf = bytearray(struct.pack("<IIIIQ", 1, 0, PVM_SIGNATURE_MSR, 0, 0))
+        n = fcntl.ioctl(vcpu, KVM_GET_MSRS, buf, True)
+        return n == 1 and struct.unpack_from("<Q", buf, 16)[0] == PVM_SIGNATURE
+    except OSError:
+        return False
+    finally:
+        for f in (vcpu, vm):
+            if f >= 0:
+                os.close(f)
+        os.close(fd)
 
 
 def _is_static_elf(path: str) -> bool:
@@ -236,16 +269,20 @@ def _find_kit_inputs() -> tuple[_KitInputs | None, str]:
 
 
 @functools.lru_cache(maxsize=None)
-def kvm_route() -> tuple[str, str]:
+def kvm_route(unmodified: bool = False) -> tuple[str, str]:
     """("host", why) if /dev/kvm is usable here, ("kit", why) if the kit can run, ("none", why) otherwise.
 
-    VIREO_KVM_ROUTE=host|kit|none forces a route (kit on a KVM machine exercises the kit; none skips)."""
+    unmodified=True: the caller boots an unmodified kernel or firmware, which a PVM /dev/kvm cannot run, so on a
+    PVM host the route is the kit. VIREO_KVM_ROUTE=host|kit|none forces a route (kit on a KVM machine exercises
+    the kit; none skips; host keeps even unmodified guests on a PVM host)."""
     forced = os.environ.get("VIREO_KVM_ROUTE", "")
     ok, why_host = _host_kvm_status()
     if forced == "none":
         return "none", "VIREO_KVM_ROUTE=none"
     if forced == "host":
         return ("host", why_host) if ok else ("none", why_host)
+    if ok and unmodified and host_kvm_is_pvm():
+        ok, why_host = False, "/dev/kvm is PVM (kvm_pvm), which cannot run unmodified kernels or firmware"
     if ok and forced != "kit":
         return "host", why_host
     inputs, why_kit = _find_kit_inputs()
@@ -254,9 +291,10 @@ def kvm_route() -> tuple[str, str]:
     return "kit", f"{why_host}; using {why_kit}"
 
 
-def require_kvm() -> str:
-    """pytest.skip() with the reason when no route to /dev/kvm exists; returns the route otherwise."""
-    route, why = kvm_route()
+def require_kvm(unmodified: bool = False) -> str:
+    """pytest.skip() with the reason when no route to /dev/kvm exists; returns the route otherwise.
+    unmodified=True for unmodified kernels/firmware (see kvm_route)."""
+    route, why = kvm_route(unmodified)
     if route == "none":
         import pytest
         pytest.skip(f"no /dev/kvm: {why}")
@@ -677,14 +715,15 @@ def _keep_failed(ctl: Path) -> Path:
 
 
 def run_kvm_script(script: str, timeout: float = 120, files=(), input: bytes | None = None,
-                   env: dict | None = None) -> Result:
+                   env: dict | None = None, unmodified: bool = False) -> Result:
     """Run a /bin/sh script with /dev/kvm available (host, or inside the kit).
 
     cwd is unchanged; BUILD_DIR, SOURCE_DIR and every path in `files` (files or folders; a file shares its
     folder) are visible at the same absolute paths read-write. `input` is the script's stdin, `env` extra
     environment on top of os.environ. Never hangs: after `timeout` seconds everything is killed and the
-    Result has returncode None and timed_out True."""
-    route, why = kvm_route()
+    Result has returncode None and timed_out True. unmodified=True: the script boots unmodified kernels or
+    firmware (kit route on a PVM host, see kvm_route)."""
+    route, why = kvm_route(unmodified)
     e = _merged_env(env)
     if route == "host":
         return _run_host(["/bin/sh", "-c", script], timeout, input, e)
@@ -710,13 +749,14 @@ def _paths_in_args(args: list[str]) -> list[Path]:
 
 
 def run_vmm(args: list[str], timeout: float = 60, input: bytes | None = None, env: dict | None = None,
-            files=()) -> Result:
+            files=(), unmodified: bool = False) -> Result:
     """Run BUILD_DIR/vireo-vmm with args (on the host when /dev/kvm works, else inside the kit).
 
     On the kit route, folders of absolute paths that appear in args (e.g. --disk path=/tmp/x/d.qcow2) and the
-    current directory are shared read-write as well, plus anything in `files`."""
+    current directory are shared read-write as well, plus anything in `files`. unmodified=True: the VM boots
+    an unmodified kernel or firmware (kit route on a PVM host)."""
     vmm = BUILD_DIR / "vireo-vmm"
-    route, why = kvm_route()
+    route, why = kvm_route(unmodified)
     e = _merged_env(env)
     if route == "host":
         return _run_host([str(vmm)] + [str(a) for a in args], timeout, input, e)

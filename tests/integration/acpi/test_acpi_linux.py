@@ -42,7 +42,7 @@ DRIVER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "linux_driver.
 
 
 def test_linux_powers_off_through_s5(tmp_path):
-    vt.require_kvm()
+    vt.require_kvm(unmodified=True)
     kernel = _kernel()
     if not kernel or not os.access(kernel, os.R_OK):
         pytest.skip("no readable /boot/vmlinuz-*")
@@ -68,7 +68,7 @@ def test_linux_powers_off_through_s5(tmp_path):
                                    ("evdev.ko", 0o100644, mods["evdev"]), ("init", 0o100755, INIT.encode())]))
     py = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else sys.executable
     script = " ".join(shlex.quote(str(x)) for x in [py, DRIVER, guest, kernel, initrd, tmp_path, *vmms]) + "\n"
-    r = vt.run_kvm_script(script, timeout=420, files=[tmp_path])
+    r = vt.run_kvm_script(script, timeout=420, files=[tmp_path], unmodified=True)
     out = r.stdout.decode(errors="replace")
     if "NO-ACPI-VMM" in out:
         pytest.skip("vireo-vmm has no ACPI yet and vireo-vmm-acpi-wired is not built")

@@ -58,7 +58,7 @@ echo "VIREO-INIT: initrd ok"
 # userspace (twice out of three runs, at different points); the 1-vCPU boot passes in ~1 min.
 @pytest.mark.parametrize("cpus", [1, 2])
 def test_debian_kernel_boots_to_initramfs(tmp_path, cpus):
-    route = vt.require_kvm()
+    route = vt.require_kvm(unmodified=True)
     if route != "host" and os.environ.get("VIREO_SLOW_TESTS") != "1":
         pytest.skip("slow under the KVM kit (nested KVM on TCG, minutes): set VIREO_SLOW_TESTS=1 to run it")
     kernel = _kernel()
@@ -72,7 +72,7 @@ def test_debian_kernel_boots_to_initramfs(tmp_path, cpus):
                                    ("bin/busybox", 0o100755, busybox), ("init", 0o100755, INIT.encode())]))
     args = ["--kernel", kernel, "--initrd", str(initrd), "--memory", "256M", "--cpus", str(cpus),
             "--cmdline", "console=ttyS0 panic=-1 vireo_marker=42"]
-    r = vt.run_vmm(args, timeout=420, files=[tmp_path])
+    r = vt.run_vmm(args, timeout=420, files=[tmp_path], unmodified=True)
     out = r.stdout.decode(errors="replace")
     log = f"exit {r.returncode} route {r.route} timed_out {r.timed_out}\n{out[-6000:]}\n{r.stderr.decode(errors='replace')[-2000:]}"
     assert "VIREO-INIT: initrd ok" in out, log

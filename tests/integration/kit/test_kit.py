@@ -39,6 +39,20 @@ def test_forced_route_none(monkeypatch):
         vt.kvm_route.cache_clear()
 
 
+def test_unmodified_guests_avoid_a_pvm_dev_kvm():
+    """A PVM /dev/kvm (kvm_pvm) runs only Vireo's own test guests: unmodified kernels/firmware take the kit."""
+    route, _ = vt.kvm_route()
+    uroute, uwhy = vt.kvm_route(unmodified=True)
+    usable, _ = vt._host_kvm_status()
+    # Independent oracle for the MSR probe: the kvm_pvm module serves /dev/kvm.
+    assert vt.host_kvm_is_pvm() == (usable and os.path.isdir("/sys/module/kvm_pvm"))
+    if vt.host_kvm_is_pvm() and not os.environ.get("VIREO_KVM_ROUTE"):
+        assert route == "host"
+        assert uroute in ("kit", "none") and "PVM" in uwhy, uwhy
+    else:
+        assert (uroute, uwhy) == (route, vt.kvm_route()[1])
+
+
 def test_cpio_newc_round_trip(tmp_path):
     data = vt._cpio_newc([("bin", 0o40755, None), ("bin/x", 0o100755, b"hello"), ("odd", 0o100644, b"123")])
     assert len(data) % 4 == 0

@@ -100,7 +100,7 @@ def test_linux_drivers_on_vireo_devices(tmp_path):
     busybox = shutil.which("busybox")
     if not moddir.exists() or not busybox or b"ld-linux" in Path(busybox).read_bytes()[:8192]:
         pytest.skip(f"need {moddir} and a static busybox (apt-get install busybox-static)")
-    require_kvm()
+    require_kvm(unmodified=True)
     mods = resolve_modules(moddir, MODULES)
     entries = [("bin", 0o40755, None), ("dev", 0o40755, None), ("proc", 0o40755, None), ("sys", 0o40755, None),
                ("modules", 0o40755, None), ("bin/busybox", 0o100755, Path(busybox).read_bytes()),
@@ -119,7 +119,7 @@ def test_linux_drivers_on_vireo_devices(tmp_path):
             "--net", "tap=vlx0,mac=52:54:00:ab:cd:ef", "--balloon"]
     script = ("ip tuntap add dev vlx0 mode tap 2>/dev/null || { echo 'SKIP: cannot create a tap device'; exit 0; }\n"
               + " ".join(shlex.quote(a) for a in argv) + " </dev/null\necho VMM-EXIT=$?\nip link del vlx0\n")
-    r = run_kvm_script(script, timeout=420, files=[tmp_path])
+    r = run_kvm_script(script, timeout=420, files=[tmp_path], unmodified=True)
     out = r.stdout.decode(errors="replace").replace("\r", "")
     if "SKIP: cannot create a tap device" in out:
         pytest.skip("tap creation not permitted")

@@ -14,7 +14,7 @@ from vireo_testing import BUILD_DIR, require_kvm, run_kvm_script
 def test_linux_boots_to_root_mount_panic_and_reboots(tmp_path):
     if os.environ.get("VIREO_SLOW_TESTS") != "1":
         pytest.skip("slow (1-3 min in the KVM kit): set VIREO_SLOW_TESTS=1")
-    require_kvm()
+    require_kvm(unmodified=True)
     kernels = sorted(glob.glob("/boot/vmlinuz-*"))
     if not kernels:
         pytest.skip("no /boot/vmlinuz-* (apt-get install linux-image-cloud-amd64)")
@@ -22,7 +22,7 @@ def test_linux_boots_to_root_mount_panic_and_reboots(tmp_path):
     cmd = [BUILD_DIR / "vireo-vmm", "--kernel", kernels[-1], "--memory", "256M", "--cpus", "2",
            "--cmdline", "console=ttyS0 panic=-1 reboot=k", "--serial", f"file={log}"]
     r = run_kvm_script("timeout 400 " + " ".join(shlex.quote(str(c)) for c in cmd) + "\n", timeout=480,
-                       files=[tmp_path])
+                       files=[tmp_path], unmodified=True)
     text = log.read_text(errors="replace") if log.exists() else ""
     assert r.returncode == 2, r.text() + "\n--- serial (tail) ---\n" + text[-3000:]
     assert "Linux version" in text

@@ -160,19 +160,69 @@ TEST(CpuModelCpuid, HaswellKeepsAvx2AndMasksXsave) {
   EXPECT_EQ(get(t, 1).eax, 0x000306c4u);
 }
 
-TEST(CpuModelCpuid, ModelNeedingWhatTheHostLacksIsAnError) {
+TEST(CpuModelCpuid, EnforcedModelNeedingWhatTheHostLacksIsAnError) {
   Table host = intel_host();
   for (auto& e : host)
     if (e.function == 7 && e.index == 0) e.ebx &= ~((1u << 19) | (1u << 23));  // no adx, no clflushopt
-  std::string e = error_of([&] { build_cpuid(host, {CpuMode::Custom, "Skylake-Client"}, 0, 1); });
-  EXPECT_NE(e.find("cpu: model Skylake-Client needs features the host (KVM) lacks: adx, clflushopt"), std::string::npos) << e;
-  EXPECT_EQ(error_of([&] { build_cpuid(host, {CpuMode::Custom, "Haswell"}, 0, 1); }), "");
+  std::string e = error_of([&] { build_cpuid(host, {CpuMode::Custom, "Skylake-Client", true}, 0, 1); });
+  EXPECT_EQ(e, "cpu: model Skylake-Client needs features the host (KVM) lacks: adx, clflushopt (enforce)");
+  EXPECT_EQ(error_of([&] { build_cpuid(host, {CpuMode::Custom, "Haswell", true}, 0, 1); }), "");
   // EPYC needs AMD-only sse4a: remove it from the host.
   for (auto& x : host)
     if (x.function == 0x80000001) x.ecx &= ~(1u << 6);
-  e = error_of([&] { build_cpuid(host, {CpuMode::Custom, "EPYC"}, 0, 1); });
-  EXPECT_NE(e.find("sse4a"), std::string::npos) << e;
+  e = error_of([&] { build_cpuid(host, {CpuMode::Custom, "EPYC", true}, 0, 1); });
+  EXPECT_EQ(e, "cpu: model EPYC needs features the host (KVM) lacks: adx, clflushopt, sse4a (enforce)");
   EXPECT_NE(error_of([] { build_cpuid({}, {CpuMode::HostModel, ""}, 0, 1); }), "");
+}
+
+// Without enforce (QEMU's default), features the host cannot offer are dropped and reported, the rest stays.
+TEST(CpuModelCpuid, UnenforcedModelDropsWhatTheHostLacks) {
+  Table host = intel_host();
+  for (auto& e : host) {
+    if (e.function == 7 && e.index == 0) e.ebx &= ~((1u << 19) | (1u << 23));  // no adx, no clflushopt
+    if (e.function == 1) e.ecx &= ~(1u << 0);                                   // no sse3 (as on PVM)
+    if (e.function == 0xd && e.index == 1) e.eax &= ~(1u << 1);                 // no xsavec
+  }
+  EXPECT_EQ(unavailable_features(host, {CpuMode::Custom, "Skylake-Client"}),
+            (std::vector<std::string>{"sse3", "adx", "clflushopt", "xsavec"}));
+  EXPECT_EQ(unavailable_features(host, {CpuMode::Custom, "qemu64"}), std::vector<std::string>{"sse3"});
+  EXPECT_TRUE(unavailable_features(host, {CpuMode::HostModel, ""}).empty());
+  EXPECT_EQ(unavailable_warning(host, {CpuMode::Custom, "qemu64"}),
+            "warning: cpu: model qemu64: the host (KVM) lacks sse3; running without it");
+  EXPECT_EQ(unavailable_warning(host, {CpuMode::Custom, "Skylake-Client"}),
+            "warning: cpu: model Skylake-Client: the host (KVM) lacks sse3, adx, clflushopt, xsavec; running without them");
+  EXPECT_EQ(unavailable_warning(host, {CpuMode::Custom, "qemu64", true}), "") << "enforce refuses instead";
+  EXPECT_EQ(unavailable_warning(intel_host(), {CpuMode::Custom, "qemu64"}), "");
+  EXPECT_TRUE(unavailable_features(intel_host(), {CpuMode::Custom, "Skylake-Client"}).empty());
+  Table t;
+  ASSERT_EQ(error_of([&] { t = build_cpuid(host, {CpuMode::Custom, "Skylake-Client"}, 0, 1); }), "");
+  EXPECT_FALSE(bit(get(t, 1).ecx, 0)) << "sse3 dropped";
+  EXPECT_FALSE(bit(get(t, 7).ebx, 19)) << "adx dropped";
+  EXPECT_FALSE(bit(get(t, 7).ebx, 23)) << "clflushopt dropped";
+  EXPECT_FALSE(bit(get(t, 0xd, 1).eax, 1)) << "xsavec dropped";
+  EXPECT_TRUE(bit(get(t, 0xd, 1).eax, 0)) << "xsaveopt kept";
+  EXPECT_TRUE(bit(get(t, 7).ebx, 20)) << "smap kept";
+  EXPECT_TRUE(bit(get(t, 1).ecx, 20)) << "sse4.2 kept";
+  EXPECT_TRUE(bit(get(t, 1).ecx, 24)) << "tsc-deadline is KVM-emulated, never dropped";
+  Table q = build_cpuid(host, {CpuMode::Custom, "qemu64"}, 0, 1);
+  EXPECT_FALSE(bit(get(q, 1).ecx, 0));
+  EXPECT_TRUE(bit(get(q, 1).ecx, 13)) << "cx16 kept";
+  EXPECT_TRUE(bit(get(q, 0x80000001).edx, 29)) << "lm kept";
+}
+
+TEST(CpuModelSpec, EnforceSuffix) {
+  auto c = parse_cpu_spec("custom=Haswell,enforce");
+  EXPECT_EQ(c.mode, CpuMode::Custom);
+  EXPECT_EQ(c.model, "Haswell");
+  EXPECT_TRUE(c.enforce);
+  EXPECT_EQ(format_cpu_spec(c), "custom=Haswell,enforce");
+  auto d = parse_cpu_spec("custom,enforce");
+  EXPECT_EQ(d.model, "qemu64");
+  EXPECT_TRUE(d.enforce);
+  EXPECT_FALSE(parse_cpu_spec("custom=Haswell").enforce);
+  EXPECT_EQ(format_cpu_spec(parse_cpu_spec("custom=Haswell")), "custom=Haswell");
+  EXPECT_NE(error_of([] { parse_cpu_spec("host-model,enforce"); }), "");
+  EXPECT_NE(error_of([] { parse_cpu_spec("custom=Haswell,enforce,enforce"); }), "");
 }
 
 TEST(CpuModelCpuid, EveryModelBuildsOnARichHost) {

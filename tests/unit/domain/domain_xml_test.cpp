@@ -246,6 +246,24 @@ TEST(VmmArgs, SerialWiringAndMemoryUnits) {
   EXPECT_EQ(a, want);
 }
 
+// libvirt's check='full' is QEMU's enforce: every feature of the model or no start; other policies let
+// vireo-vmm drop what the host lacks (with a warning), as QEMU does.
+TEST(VmmArgs, CpuCheckFullEnforces) {
+  auto cpu_arg = [](const std::string& cpu) {
+    auto d = parse_domain_xml("<domain type='kvm'><name>x</name><memory>1024</memory><os><kernel>/k</kernel></os>" +
+                              cpu + "</domain>").def;
+    auto a = vmm_args(d, kWiring);
+    for (size_t i = 0; i + 1 < a.size(); ++i)
+      if (a[i] == "--cpu") return a[i + 1];
+    return std::string("(none)");
+  };
+  EXPECT_EQ(cpu_arg("<cpu mode='custom' check='full'><model>Haswell</model></cpu>"), "custom=Haswell,enforce");
+  EXPECT_EQ(cpu_arg("<cpu mode='custom' check='partial'><model>Haswell</model></cpu>"), "custom=Haswell");
+  EXPECT_EQ(cpu_arg("<cpu mode='custom' check='none'><model>qemu64</model></cpu>"), "custom=qemu64");
+  EXPECT_EQ(cpu_arg("<cpu mode='custom'><model>qemu64</model></cpu>"), "custom=qemu64");
+  EXPECT_EQ(cpu_arg("<cpu mode='host-model' check='full'/>"), "host-model");
+}
+
 TEST(Uuid, Normalize) {
   EXPECT_EQ(normalize_uuid("6F1C6E3A2B7D4C599E0B5A7D2C8E4F10"), "6f1c6e3a-2b7d-4c59-9e0b-5a7d2c8e4f10");
   EXPECT_EQ(normalize_uuid("6f1c6e3a-2b7d-4c59-9e0b-5a7d2c8e4f10"), "6f1c6e3a-2b7d-4c59-9e0b-5a7d2c8e4f10");
