@@ -20,6 +20,10 @@ PACKAGES=(
   python3 python3-pytest qemu-utils qemu-system-x86 linux-image-cloud-amd64 iproute2 fio procps
   # the KVM kit (tests/support, docs/kvm-kit.md): a kernel with 9p + kvm_amd modules, a static busybox
   linux-image-amd64 busybox-static
+  # remote access and the shell (docs/remote.md): GnuTLS, libedit; tests: a real sshd, certtool,
+  # virsh/libvirt-python as the oracles for texts and the Python API, bash-completion, systemd-analyze
+  libgnutls28-dev libedit-dev openssh-server openssh-client gnutls-bin libvirt-clients python3-libvirt
+  bash-completion systemd
 )
 
 if [ "${VIREO_SKIP_APT:-0}" != "1" ]; then

@@ -26,7 +26,7 @@ void write_stdout(const std::string& s) { std::fwrite(s.data(), 1, s.size(), std
 client::Connection& Cli::c() {
   if (!conn) {
     try {
-      conn = std::make_unique<client::Connection>(uri);
+      conn = std::make_unique<client::Connection>(uri, readonly);
     } catch (const std::exception& e) {
       cmd_fail({"failed to connect to the hypervisor", e.what()});
     }

@@ -23,6 +23,7 @@ void write_stdout(const std::string& s);
 struct Cli {
   std::string uri;
   bool quiet = false;
+  bool readonly = false;  // -r: a read-only connection (queries only)
   std::unique_ptr<client::Connection> conn;
   client::Connection& c();  // connects on first use ("failed to connect to the hypervisor")
   // $VISUAL/$EDITOR/vi on `xml`; returns the edited text, or nullopt when unchanged.

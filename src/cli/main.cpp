@@ -1,41 +1,22 @@
 // vireo: the command-line client for vireod, virsh's verbs, messages, tables and exit codes. The verbs
-// live in one file per object kind (verbs_*.cpp); this is the driver.
-#include <CLI/CLI.hpp>
-#include <cstdio>
+// live in one file per object kind (verbs_*.cpp); shell.cpp runs one of them, or the interactive shell.
+#include <cstring>
 
 #include "cli/cli.h"
+#include "cli/shell.h"
+#include "cli/ssh_helper.h"
+
+namespace {
+void add_verbs(vireo::cli::Verbs& verbs) {
+  vireo::cli::add_domain_verbs(verbs);
+  vireo::cli::add_domain_stats_verbs(verbs);
+  vireo::cli::add_host_verbs(verbs);
+  vireo::cli::add_shell_verbs(verbs);
+}
+}  // namespace
 
 int main(int argc, char** argv) {
+  if (argc >= 2 && std::strcmp(argv[1], "ssh-helper") == 0) return vireo::cli::ssh_helper_main(argc, argv);
   vireo::cli::Cli cli;
-  CLI::App app{"vireo: manage Vireo domains, networks, storage and host interfaces through vireod (virsh's verbs)"};
-  app.add_option("-c,--connect", cli.uri, "daemon URI: unix:///path/to/vireod.sock (default: $VIREO_ROOT/run/vireo/vireod.sock)");
-  app.add_flag("-q,--quiet", cli.quiet, "quiet mode");
-  app.require_subcommand(1);
-  vireo::cli::Verbs verbs(app, cli);
-  vireo::cli::add_domain_verbs(verbs);
-
-  try {
-    app.parse(argc, argv);
-  } catch (const CLI::CallForHelp& e) {
-    return app.exit(e);
-  } catch (const CLI::ParseError& e) {
-    std::fprintf(stderr, "error: %s\n", e.what());
-    return 1;
-  }
-
-  int rc = 0;
-  try {
-    rc = verbs.run_parsed();
-  } catch (const vireo::cli::CmdError& e) {
-    std::fflush(stdout);
-    for (const auto& l : e.lines) std::fprintf(stderr, "error: %s\n", l.c_str());
-    rc = 1;
-  } catch (const std::exception& e) {
-    std::fflush(stdout);
-    std::fprintf(stderr, "error: %s\n", e.what());
-    rc = 1;
-  }
-  // virsh ends every command's output with an empty line (not in quiet mode).
-  if (!cli.quiet) std::printf("\n");
-  return rc;
+  return vireo::cli::run_main(cli, argc, argv, add_verbs);
 }

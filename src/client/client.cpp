@@ -13,36 +13,22 @@ namespace vireo::client {
 
 using nlohmann::json;
 
-std::string default_socket_path() {
-  const char* root = std::getenv("VIREO_ROOT");
-  std::string r = root && *root ? root : "";
-  while (r.size() > 1 && r.back() == '/') r.pop_back();
-  return r + "/run/vireo/vireod.sock";
-}
-
 std::string socket_from_uri(const std::string& uri) {
-  if (uri.empty() || uri == "vireo:///system" || uri == "vireo:///session") return default_socket_path();
-  if (uri.rfind("unix://", 0) == 0) {
-    std::string p = uri.substr(7);
-    if (p.empty() || p[0] != '/') throw ClientError(ClientError::kConnect, "invalid connection URI '" + uri + "': expected unix:///absolute/path");
-    return p;
-  }
-  if (uri.rfind("unix:", 0) == 0 && uri.size() > 5 && uri[5] == '/') return uri.substr(5);
-  throw ClientError(ClientError::kConnect, "invalid connection URI '" + uri + "': expected unix:///path/to/vireod.sock");
+  Uri u = parse_uri(uri);
+  if (u.kind != Uri::Kind::Unix) throw ClientError(ClientError::kConnect, "'" + uri + "' is not a local URI");
+  return u.socket.empty() ? default_socket_path(false) : u.socket;
 }
 
-static UniqueFd connect_to(const std::string& path) {
-  sockaddr_un a{};
-  a.sun_family = AF_UNIX;
-  if (path.size() >= sizeof a.sun_path) throw ClientError(ClientError::kConnect, "Failed to connect socket to '" + path + "': path too long");
-  std::memcpy(a.sun_path, path.c_str(), path.size() + 1);
-  UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
-  if (!fd || ::connect(fd.get(), reinterpret_cast<sockaddr*>(&a), sizeof a) < 0)
-    throw ClientError(ClientError::kConnect, "Failed to connect socket to '" + path + "': " + std::strerror(errno));
-  return fd;
+Connection::Connection(const std::string& uri, bool readonly) : uri_(parse_uri(uri)), readonly_(readonly) {
+  transports_.push_back(open_transport(uri_, readonly_));
+  ch_ = LineChannel(transports_.back()->take_fd());
+  call("hello", readonly_ ? json{{"readonly", true}} : json::object());
 }
 
-Connection::Connection(const std::string& uri) : path_(socket_from_uri(uri)), ch_(connect_to(path_)) { call("hello"); }
+Connection::~Connection() {
+  ch_ = LineChannel();  // close the stream before the transports behind it wind down
+  transports_.clear();
+}
 
 json Connection::call(const std::string& method, const json& params) {
   std::lock_guard<std::mutex> g(mu_);
@@ -50,8 +36,11 @@ json Connection::call(const std::string& method, const json& params) {
   json req{{"jsonrpc", "2.0"}, {"id", id}, {"method", method}, {"params", params}};
   const bool sent = ch_.write_line(req.dump());
   auto line = ch_.read_line();  // read even if sending failed: vireod may have said why it hung up
-  if (!sent && !line) throw ClientError(ClientError::kConnect, "lost connection to vireod");
-  if (!line) throw ClientError(ClientError::kConnect, "vireod closed the connection");
+  if (!line) {
+    std::string detail = transports_.empty() ? "" : transports_.front()->failure_detail();
+    if (!detail.empty()) throw ClientError(ClientError::kConnect, detail);
+    throw ClientError(ClientError::kConnect, sent ? "vireod closed the connection" : "lost connection to vireod");
+  }
   json r;
   try {
     r = json::parse(*line);
@@ -135,7 +124,12 @@ DomainInfo Connection::info(const std::string& d) {
 void Connection::set_autostart(const std::string& d, bool enable) { call("autostart", {{"domain", d}, {"enable", enable}}); }
 
 UniqueFd Connection::open_console(const std::string& d, std::string& first) {
-  LineChannel ch(connect_to(path_));
+  auto t = open_transport(uri_, readonly_);
+  LineChannel ch(t->take_fd());
+  {
+    std::lock_guard<std::mutex> g(mu_);
+    transports_.push_back(std::move(t));
+  }
   json req{{"jsonrpc", "2.0"}, {"id", 1}, {"method", "console"}, {"params", {{"domain", d}}}};
   if (!ch.write_line(req.dump())) throw ClientError(ClientError::kConnect, "lost connection to vireod");
   auto line = ch.read_line();

@@ -8,6 +8,8 @@
 #include <utility>
 #include <vector>
 
+#include "client/transport.h"
+#include "client/uri.h"
 #include "client/wire.h"
 #include "common/error.h"
 #include "common/fd.h"
@@ -45,15 +47,17 @@ struct DefineResult {
   std::vector<std::string> notes;
 };
 
-// $VIREO_ROOT/run/vireo/vireod.sock, or /run/vireo/vireod.sock.
-std::string default_socket_path();
-// "" -> default; "unix:///path/to.sock" or "unix:/path" -> the path; "vireo:///system" -> default.
+// The local socket a unix URI names ("" and vireo:///system: the default socket, uri.h); throws for others.
 std::string socket_from_uri(const std::string& uri);
 
 class Connection {
  public:
-  explicit Connection(const std::string& uri = "");  // connects and says hello; throws ClientError
-  const std::string& socket_path() const { return path_; }
+  // Connects (any URI of uri.h) and says hello; throws ClientError. A read-only connection may only query
+  // (locally it goes to the read-only socket).
+  explicit Connection(const std::string& uri = "", bool readonly = false);
+  ~Connection();
+  const Uri& uri() const { return uri_; }
+  bool readonly() const { return readonly_; }
 
   nlohmann::json call(const std::string& method, const nlohmann::json& params = nlohmann::json::object());
 
@@ -74,11 +78,13 @@ class Connection {
   DomainInfo info(const std::string& domain);
   void set_autostart(const std::string& domain, bool enable);
   // A new connection switched to the domain's serial console: a raw byte stream. Bytes the daemon sent
-  // right after the reply are returned in `first`.
+  // right after the reply are returned in `first`. Close it before this Connection.
   UniqueFd open_console(const std::string& domain, std::string& first);
 
  private:
-  std::string path_;
+  Uri uri_;
+  bool readonly_ = false;
+  std::vector<std::unique_ptr<Transport>> transports_;  // the main one first, then consoles'
   std::mutex mu_;
   LineChannel ch_;
   uint64_t next_id_ = 1;

@@ -17,6 +17,7 @@
 #include "client/wire.h"
 #include "common/error.h"
 #include "daemon/domain_driver.h"
+#include "daemon/host_driver.h"
 
 namespace vireo::daemon {
 
@@ -53,6 +54,7 @@ Daemon::Daemon(Options opts) {
   auto domains = std::make_unique<DomainDriver>(host_);
   host_.domains = domains.get();
   drivers_.push_back(std::move(domains));
+  drivers_.push_back(std::make_unique<HostDriver>(host_));  // host info and domain statistics (read-only)
 
   table_.add("hello", Access::kReadOnly, [](const json&, Call&) {
     return json{{"daemon", "vireod"}, {"version", "0.1.0"}, {"hypervisor", "vireo-vmm"}, {"hypervisor_version", "0.1.0"}};
@@ -81,67 +83,40 @@ int Daemon::run() {
   UniqueFd sfd(::signalfd(-1, &set, SFD_CLOEXEC));
   if (!sfd) throw_errno("signalfd");
 
-  const std::string sock = host_.paths.socket();
-  UniqueFd listener = unix_listen(sock, host_.opts.socket_mode);
-  if (allowed_gid_ != static_cast<gid_t>(-1) && ::chown(sock.c_str(), static_cast<uid_t>(-1), allowed_gid_) < 0)
-    throw_errno("chown " + sock);
-  log("listening on " + sock);
+  Listeners listeners(host_.paths, host_.opts.socket_mode, allowed_gid_, host_.opts.listen);
+  for (size_t i = 0; i < listeners.size(); ++i) log("listening on " + listeners.where(i));
   if (host_.opts.autostart)
     std::thread([this] {
       for (auto& d : drivers_) d->autostart();
     }).detach();
 
+  const auto serve = [this](UniqueFd fd, ConnInfo info) { serve_connection(std::move(fd), std::move(info)); };
   for (;;) {
-    pollfd p[2] = {{listener.get(), POLLIN, 0}, {sfd.get(), POLLIN, 0}};
-    if (::poll(p, 2, -1) < 0) {
+    std::vector<pollfd> p{{sfd.get(), POLLIN, 0}};
+    for (size_t i = 0; i < listeners.size(); ++i) p.push_back({listeners.fd(i), POLLIN, 0});
+    if (::poll(p.data(), p.size(), -1) < 0) {
       if (errno == EINTR) continue;
       throw_errno("poll");
     }
-    if (p[1].revents) break;
-    if (p[0].revents & POLLIN) {
-      int c = ::accept4(listener.get(), nullptr, nullptr, SOCK_CLOEXEC);
-      if (c < 0) continue;
-      std::thread(&Daemon::serve_connection, this, UniqueFd(c)).detach();
-    }
+    if (p[0].revents) break;
+    for (size_t i = 0; i < listeners.size(); ++i)
+      if (p[i + 1].revents & POLLIN) listeners.accept_on(i, serve);
   }
-  ::unlink(sock.c_str());
   log("exiting; running domains keep running");
   return 0;
 }
 
-bool Daemon::peer_allowed(int fd, std::string& why) {
-  ucred cred{};
-  socklen_t len = sizeof cred;
-  if (::getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0) {
-    why = "cannot read peer credentials";
-    return false;
-  }
-  if (cred.uid == 0 || cred.uid == ::geteuid()) return true;
-  if (allowed_gid_ != static_cast<gid_t>(-1)) {
-    if (cred.gid == allowed_gid_) return true;
-    auto status = try_read_file("/proc/" + std::to_string(cred.pid) + "/status");
-    if (status) {
-      auto pos = status->find("\nGroups:");
-      if (pos != std::string::npos) {
-        std::istringstream is(status->substr(pos + 8, status->find('\n', pos + 1) - pos - 8));
-        unsigned long g;
-        while (is >> g)
-          if (g == allowed_gid_) return true;
-      }
+void Daemon::serve_connection(UniqueFd fd, ConnInfo info) {
+  client::LineChannel ch(std::move(fd));
+  if (info.kind == ConnInfo::Kind::UnixRw) {
+    std::string why;
+    if (!unix_peer_allowed(ch.fd(), allowed_gid_, host_.opts.group, why, info.peer)) {
+      log("refused connection from " + info.peer + ": " + why);
+      ch.write_line(json{{"jsonrpc", "2.0"}, {"id", nullptr}, {"error", {{"code", kAccessDenied}, {"message", why}}}}.dump());
+      return;
     }
   }
-  why = "access denied: uid " + std::to_string(cred.uid) + " is not root" +
-        (host_.opts.group.empty() ? "" : " or in group '" + host_.opts.group + "'");
-  return false;
-}
-
-void Daemon::serve_connection(UniqueFd fd) {
-  client::LineChannel ch(std::move(fd));
-  std::string why;
-  if (!peer_allowed(ch.fd(), why)) {
-    ch.write_line(json{{"jsonrpc", "2.0"}, {"id", nullptr}, {"error", {{"code", kAccessDenied}, {"message", why}}}}.dump());
-    return;
-  }
+  bool read_only = info.read_only;
   for (;;) {
     auto line = ch.read_line(-1, 4 << 20);
     if (!line) return;
@@ -153,7 +128,13 @@ void Daemon::serve_connection(UniqueFd fd) {
       ch.write_line(json{{"jsonrpc", "2.0"}, {"id", nullptr}, {"error", {{"code", -32700}, {"message", "parse error"}}}}.dump());
       continue;
     }
+    // A client may give up write access for the rest of the connection (openReadOnly over TLS or ssh).
+    if (req.is_object() && req.value("method", json()) == "hello" && req.contains("params") &&
+        req["params"].is_object() && req["params"].value("readonly", false))
+      read_only = true;
     Call call;
+    call.read_only = read_only;
+    call.peer = info.peer;
     json reply = handle(req, call);
     if (!reply.is_null() && !ch.write_line(reply.dump(-1, ' ', false, json::error_handler_t::replace))) return;
     if (!call.stream) continue;
@@ -194,8 +175,10 @@ json Daemon::handle(const json& req, Call& call) {
   const std::string method = req["method"].get<std::string>();
   const MethodTable::Entry* m = table_.find(method);
   if (!m) return err(-32601, "method not found: " + method);
-  if (call.read_only && m->access != Access::kReadOnly)
+  if (call.read_only && m->access != Access::kReadOnly) {
+    log("refused '" + method + "' from " + (call.peer.empty() ? "a client" : call.peer) + ": read-only connection");
     return err(kAccessDenied, "access denied: '" + method + "' is not allowed on a read-only connection");
+  }
   const json params = req.contains("params") ? req["params"] : json::object();
   try {
     json result = m->fn(params, call);

@@ -11,6 +11,7 @@
 
 #include "common/fd.h"
 #include "daemon/host.h"
+#include "daemon/listen.h"
 #include "daemon/rpc.h"
 
 namespace vireo::daemon {
@@ -34,8 +35,7 @@ class Daemon {
   const MethodTable& methods() const { return table_; }
 
  private:
-  void serve_connection(UniqueFd fd);
-  bool peer_allowed(int fd, std::string& why);
+  void serve_connection(UniqueFd fd, ConnInfo info);
 
   Host host_;
   std::vector<std::unique_ptr<Driver>> drivers_;  // in load/autostart order

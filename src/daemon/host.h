@@ -5,6 +5,7 @@
 
 #include <string>
 
+#include "daemon/config.h"
 #include "daemon/rpc.h"
 #include "daemon/util.h"
 
@@ -20,6 +21,7 @@ struct Options {
   int stop_timeout_ms = 10000;
   bool autostart = true;
   std::string dnsmasq = "dnsmasq";  // DHCP/DNS server for virtual networks ($VIREO_DNSMASQ)
+  ListenConfig listen;              // read-only socket, TLS/TCP listeners, DN allow-list (listen.h)
 };
 
 class DomainDriver;

@@ -8,6 +8,7 @@
 #include <cstring>
 
 #include "common/error.h"
+#include "daemon/config.h"
 #include "daemon/daemon.h"
 #include "daemon/monitor.h"
 
@@ -17,8 +18,11 @@ int main(int argc, char** argv) {
   vireo::daemon::Options o;
   std::string mode = "0660";
   int start_timeout = 30, stop_timeout = 10;
-  bool no_autostart = false;
+  bool no_autostart = false, listen = false;
+  std::string config;
   CLI::App app{"vireod: the Vireo management daemon"};
+  app.add_option("--config", config, "settings file (default: <root>/etc/vireo/vireod.conf when it exists)");
+  app.add_flag("--listen", listen, "also serve remote clients over TLS (listen_tls = 1; port 16514, x509 both ways)");
   app.add_option("--root", o.root, "relocate /etc/vireo, /var/lib/vireo and /run/vireo under DIR (default: $VIREO_ROOT)");
   app.add_option("--vmm", o.vmm, "vireo-vmm binary (default: $VIREO_VMM, else vireo-vmm next to vireod)");
   app.add_option("--group", o.group, "also allow members of this group to connect");
@@ -35,6 +39,22 @@ int main(int argc, char** argv) {
     if (o.root.empty()) {
       if (const char* r = std::getenv("VIREO_ROOT")) o.root = r;
     }
+    // The settings file first; flags given on the command line win over it.
+    const auto fc = vireo::daemon::load_config(config.empty() ? vireo::daemon::default_config_path(o.root) : config,
+                                               !config.empty());
+    o.listen = fc.listen;
+    if (listen) o.listen.tls = true;
+    vireo::daemon::fill_default_pki(o.listen, o.root);
+    if (fc.group && !app.count("--group")) o.group = *fc.group;
+    if (fc.vmm && !app.count("--vmm")) o.vmm = *fc.vmm;
+    if (fc.rw_socket_mode && !app.count("--socket-mode")) {
+      char buf[8];
+      std::snprintf(buf, sizeof buf, "%o", *fc.rw_socket_mode);
+      mode = buf;
+    }
+    if (fc.start_timeout && !app.count("--start-timeout")) start_timeout = *fc.start_timeout;
+    if (fc.stop_timeout && !app.count("--stop-timeout")) stop_timeout = *fc.stop_timeout;
+    if (fc.autostart && !app.count("--no-autostart")) no_autostart = !*fc.autostart;
     char self[4096];
     ssize_t n = ::readlink("/proc/self/exe", self, sizeof self - 1);
     if (n <= 0) vireo::throw_errno("readlink /proc/self/exe");
@@ -44,8 +64,14 @@ int main(int argc, char** argv) {
       if (const char* v = std::getenv("VIREO_VMM")) o.vmm = v;
     }
     if (o.vmm.empty()) {
+      // Next to vireod (the build tree), else the installed layout: <prefix>/sbin/vireod, <prefix>/bin/vireo-vmm.
       std::string dir = o.self_exe.substr(0, o.self_exe.rfind('/'));
       o.vmm = dir + "/vireo-vmm";
+      const std::string installed = dir + "/../bin/vireo-vmm";
+      if (::access(o.vmm.c_str(), X_OK) != 0 && ::access(installed.c_str(), X_OK) == 0) {
+        char buf[4096];
+        o.vmm = ::realpath(installed.c_str(), buf) ? buf : installed;
+      }
     }
     char* end = nullptr;
     unsigned long m = std::strtoul(mode.c_str(), &end, 8);

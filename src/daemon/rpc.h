@@ -52,6 +52,7 @@ uint64_t param_u64(const nlohmann::json& p, const char* key, uint64_t dflt);
 // the client and that fd until either side closes.
 struct Call {
   bool read_only = false;  // the connection may only call methods marked kReadOnly
+  std::string peer;        // who is calling, for the log ("uid 1000 pid 42", "tls 'CN=x' from ...")
   UniqueFd stream;
 };
 

@@ -181,8 +181,8 @@ def test_connect_uri_and_missing_daemon(daemon, short_root):
     assert r.returncode == 1
     assert r.stderr == ("error: failed to connect to the hypervisor\n"
                         "error: Failed to connect socket to '/nonexistent/vireod.sock': No such file or directory\n")
-    r = daemon.cli("-c", "qemu:///system", "list")
-    assert r.returncode == 1 and "invalid connection URI 'qemu:///system'" in r.stderr
+    r = daemon.cli("-c", "xen:///system", "list")
+    assert r.returncode == 1 and "invalid connection URI 'xen:///system'" in r.stderr
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to run the client as another user")
