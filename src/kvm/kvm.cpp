@@ -196,14 +196,9 @@ void Vm::remove_ioeventfd(IoSpace space, uint64_t addr, uint32_t len, std::optio
     throw_errno(fmt::format("KVM_IOEVENTFD deassign 0x{:x}+{}", addr, len));
 }
 
-uint32_t Vm::allocate_gsi() {
-  std::lock_guard lock(mu_);
-  if (next_gsi_ >= max_gsi_) fail("GSI routing: all {} GSIs in use", max_gsi_);
-  return next_gsi_++;
-}
-
 void Vm::set_msi_route(uint32_t gsi, uint64_t address, uint32_t data) {
   if (gsi < 24) fail("GSI routing: GSI {} belongs to the irqchip", gsi);
+  if (gsi >= max_gsi_) fail("GSI routing: GSI {} beyond KVM's {} routes", gsi, max_gsi_);
   std::lock_guard lock(mu_);
   kvm_irq_routing_entry e{};
   e.gsi = gsi;

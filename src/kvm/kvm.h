@@ -116,9 +116,9 @@ class Vm {
   void add_ioeventfd(IoSpace space, uint64_t addr, uint32_t len, std::optional<uint64_t> datamatch, int fd);
   void remove_ioeventfd(IoSpace space, uint64_t addr, uint32_t len, std::optional<uint64_t> datamatch, int fd);
 
-  // GSI routing (KVM_SET_GSI_ROUTING, the whole table each time). GSIs 0-23 are the irqchip's pins;
-  // MSI GSIs are allocated from 24 up.
-  uint32_t allocate_gsi();
+  // GSI routing (KVM_SET_GSI_ROUTING, the whole table each time). GSIs 0-23 are the irqchip's pins; MSI
+  // routes use 24..max_gsi()-1, handed out by the VMM's resource allocator (src/vmm/resources.h).
+  uint32_t max_gsi() const { return max_gsi_; }
   void set_msi_route(uint32_t gsi, uint64_t address, uint32_t data);
   void remove_route(uint32_t gsi);
   // KVM_SIGNAL_MSI: one-shot MSI.
@@ -131,7 +131,6 @@ class Vm {
   UniqueFd fd_;
   bool irqchip_ = false;
   std::mutex mu_;
-  uint32_t next_gsi_ = 24;
   uint32_t max_gsi_ = 1024;
   std::map<uint32_t, kvm_irq_routing_entry> msi_routes_;  // gsi -> MSI entry
 };

@@ -93,8 +93,8 @@ TEST(KvmLive, VmVcpuCpuidMsrsAndRouting) {
   EXPECT_EQ(v.get_cpuid().size(), cpuid.size());
   v.set_msrs({{0x174, 0x10}});  // SYSENTER_CS
   EXPECT_EQ(v.get_msr(0x174).value_or(0), 0x10u);
-  const uint32_t gsi = vm.allocate_gsi();
-  EXPECT_GE(gsi, 24u);
+  const uint32_t gsi = 24;  // the first MSI GSI (the VMM's allocator hands them out)
+  EXPECT_GT(vm.max_gsi(), gsi);
   vm.set_msi_route(gsi, 0xfee00000, 0x40);
   const int efd = eventfd(0, EFD_CLOEXEC);
   vm.add_irqfd(gsi, efd);
