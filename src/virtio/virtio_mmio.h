@@ -35,6 +35,8 @@ class VirtioMmioDevice : public BusDevice, public InterruptSink {
 
   // Device lifecycle: stop() resets the virtio device (waits for in-flight I/O) before teardown.
   void stop() override { dev_->set_status(0); }
+  void pause() override { dev_->pause(); }
+  void resume() override { dev_->resume(); }
 
   void queue_interrupt(uint16_t queue) override;
   void config_interrupt() override;

@@ -92,6 +92,33 @@ TEST(VirtioMmio, RegistersRngAndInterrupts) {
   EXPECT_EQ(d.reg(0x044), 0u);
 }
 
+// A paused device writes nothing into guest memory, however often it is kicked; resume() catches up.
+TEST(VirtioPause, NoDmaWhilePausedAndNoLostKick) {
+  MmioRig rig([](GuestMemory& m) { return std::make_shared<RngDevice>(m, "rng0"); });
+  MmioDriver& d = *rig.driver;
+  GuestRing ring(rig.h.memory(), kRing, 8);
+  ASSERT_TRUE(d.init(kModern, {&ring}) & kStatusDriverOk);
+  rig.mmio->pause();
+  EXPECT_TRUE(rig.dev->paused());
+  rig.h.memory().write(kBuf, std::vector<uint8_t>(64, 0xAA));
+  ring.set_desc(0, kBuf, 64, kDescFWrite);
+  ring.publish(0);
+  d.notify(0);
+  d.notify(0);
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  EXPECT_EQ(ring.used_idx(), 0);
+  std::vector<uint8_t> buf(64);
+  rig.h.memory().read(kBuf, buf);
+  EXPECT_EQ(buf, std::vector<uint8_t>(64, 0xAA));
+  EXPECT_FALSE(rig.h.line(rig.mmio->irq()));
+  rig.mmio->pause();  // idempotent
+  rig.mmio->resume();
+  EXPECT_FALSE(rig.dev->paused());
+  ASSERT_TRUE(FakeHooks::wait_for([&] { return ring.used_idx() == 1; }));
+  rig.h.memory().read(kBuf, buf);
+  EXPECT_NE(buf, std::vector<uint8_t>(64, 0xAA));
+}
+
 TEST(VirtioMmio, BadRingAddressBreaksDevice) {
   MmioRig rig([](GuestMemory& m) { return std::make_shared<RngDevice>(m, "rng0"); });
   MmioDriver& d = *rig.driver;
