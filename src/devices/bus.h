@@ -8,11 +8,13 @@
 #include <span>
 #include <string>
 
+#include "devices/device.h"
+
 namespace vireo {
 
-class BusDevice {
+// A device with registers on a bus. Its lifecycle (pause, state) is the Device part.
+class BusDevice : public Device {
  public:
-  virtual ~BusDevice() = default;
   // `offset` is relative to the base the device was inserted at; data.size() is 1, 2, 4 or 8 (PIO: 1-4).
   // Values are guest-controlled: devices validate them. Reads must fill all of `data`.
   virtual void read(uint64_t offset, std::span<uint8_t> data) = 0;

@@ -11,6 +11,8 @@
 #include <utility>
 #include <vector>
 
+#include "config/vm_config.h"
+
 namespace vireo::domain {
 
 // What the model does not understand at one element: unknown attributes and child elements, verbatim.
@@ -163,8 +165,10 @@ struct VmmWiring {
   std::string serial;      // --serial value chosen by the daemon ("pty", "unix=PATH", "file=PATH", "none")
 };
 
-// The vireo-vmm command line (without argv[0]) for a definition. Throws Error when the definition cannot
+// The VM configuration for a definition (what vireo-vmm runs, `--config`), and the same as a vireo-vmm
+// command line (without argv[0]; config::to_flags). Throws Error when the definition cannot
 // run on vireo-vmm (no <kernel>: Vireo has no firmware; unsupported disk/interface types).
+config::VmConfig vm_config(const DomainDef& def, const VmmWiring& wiring);
 std::vector<std::string> vmm_args(const DomainDef& def, const VmmWiring& wiring);
 
 // `<interface type='bridge'>`s: the tap each needs, created and enslaved by the daemon's monitor before

@@ -1,17 +1,12 @@
-// DomainDef -> vireo-vmm command line (docs/vmm.md; the --disk/--net/--rng/--balloon spellings are the ones
-// documented in docs/management.md).
+// DomainDef -> the typed VM configuration vireo-vmm runs from (config/vm_config.h), and the equivalent
+// vireo-vmm command line (config::to_flags) for callers that still pass flags.
 #include "common/error.h"
+#include "config/flags.h"
 #include "domain/domain.h"
 
 namespace vireo::domain {
 
 namespace {
-
-std::string memory_arg(uint64_t kib) {
-  if (kib % (1024 * 1024) == 0) return std::to_string(kib / (1024 * 1024)) + "G";
-  if (kib % 1024 == 0) return std::to_string(kib / 1024) + "M";
-  return std::to_string(kib) + "K";
-}
 
 // Values inside a key=value,key=value option must not contain the separators.
 const std::string& plain(const std::string& v, const std::string& what) {
@@ -22,64 +17,66 @@ const std::string& plain(const std::string& v, const std::string& what) {
 
 }  // namespace
 
-std::vector<std::string> vmm_args(const DomainDef& d, const VmmWiring& w) {
-  std::vector<std::string> a;
+config::VmConfig vm_config(const DomainDef& d, const VmmWiring& w) {
   if (d.os.kernel.empty())
     fail("domain '{}': no <os><kernel>: Vireo has no firmware and boots kernels directly", d.name);
-  a.insert(a.end(), {"--name", d.name});
-  a.insert(a.end(), {"--kernel", d.os.kernel});
-  if (!d.os.initrd.empty()) a.insert(a.end(), {"--initrd", d.os.initrd});
-  if (!d.os.cmdline.empty()) a.insert(a.end(), {"--cmdline", d.os.cmdline});
-  if (d.hugepages)
-    a.insert(a.end(), {"--memory", "size=" + memory_arg(d.memory_kib) + ",hugepages=on"});
-  else
-    a.insert(a.end(), {"--memory", memory_arg(d.memory_kib)});
-  a.insert(a.end(), {"--cpus", std::to_string(d.active_vcpus())});
+  config::VmConfig c;
+  c.name = d.name;
+  c.boot.kernel = d.os.kernel;
+  c.boot.initrd = d.os.initrd;
+  c.boot.cmdline = d.os.cmdline;
+  c.memory.size = d.memory_kib * 1024;
+  c.memory.hugepages = d.hugepages;
+  c.cpus = d.active_vcpus();
   if (d.cpu.present) {
-    if (d.cpu.mode == "host-passthrough" || d.cpu.mode == "maximum")
-      a.insert(a.end(), {"--cpu", "host-passthrough"});
-    else if (d.cpu.mode == "host-model")
-      a.insert(a.end(), {"--cpu", "host-model"});
+    // check='full' is libvirt's "QEMU must provide every feature" (QEMU's enforce); otherwise features the
+    // host cannot offer are dropped with a warning, as QEMU does.
+    if (d.cpu.mode == "host-passthrough" || d.cpu.mode == "maximum") c.cpu = cpu::parse_cpu_spec("host-passthrough");
+    else if (d.cpu.mode == "host-model") c.cpu = cpu::parse_cpu_spec("host-model");
     else
-      // check='full' is libvirt's "QEMU must provide every feature" (QEMU's enforce); otherwise features
-      // the host cannot offer are dropped with a warning, as QEMU does.
-      a.insert(a.end(), {"--cpu", (d.cpu.model.empty() ? std::string("custom") : "custom=" + d.cpu.model) +
-                                      (d.cpu.check == "full" ? ",enforce" : "")});
+      c.cpu = cpu::parse_cpu_spec((d.cpu.model.empty() ? std::string("custom") : "custom=" + d.cpu.model) +
+                                  (d.cpu.check == "full" ? ",enforce" : ""));
   }
   const bool has_serial = !d.devices.serials.empty() || !d.devices.consoles.empty();
-  a.insert(a.end(), {"--serial", has_serial ? w.serial : "none"});
-  if (!w.api_socket.empty()) a.insert(a.end(), {"--api-socket", w.api_socket});
+  c.serial = parse_serial_spec(has_serial ? w.serial : "none");
+  c.api_socket = w.api_socket;
 
   for (const Disk& k : d.devices.disks) {
     const std::string what = "disk '" + k.target_dev + "'";
     if (k.target_bus != "virtio") fail("{}: bus '{}' is not supported (vireo-vmm has virtio disks only)", what, k.target_bus);
     if (k.source.empty()) fail("{}: no source (empty drives are not supported)", what);
-    std::string s = "path=" + plain(k.source, what) + ",format=" + k.driver_type;
-    if (k.readonly) s += ",readonly=on";
-    // cache: vireo-vmm knows none/directsync (O_DIRECT) and writeback/writethrough; 'unsafe' runs as
-    // writeback. io= and discard= have no vireo-vmm equivalent (reported as unsupported by the parser).
-    if (k.cache == "unsafe") s += ",cache=writeback";
-    else if (!k.cache.empty() && k.cache != "default") s += ",cache=" + k.cache;
-    if (!k.serial.empty()) s += ",serial=" + plain(k.serial, what);
-    a.insert(a.end(), {"--disk", s});
+    config::DiskConfig disk;
+    disk.path = plain(k.source, what);
+    disk.format = k.driver_type;
+    disk.read_only = k.readonly;
+    // cache: none/directsync are O_DIRECT; writeback, writethrough and 'unsafe' run through the page cache.
+    // io= and discard= have no vireo-vmm equivalent (reported as unsupported by the parser).
+    disk.direct = k.cache == "none" || k.cache == "directsync";
+    disk.serial = plain(k.serial, what);
+    disk.validate(what);
+    c.disks.push_back(disk);
   }
   for (const Interface& i : d.devices.interfaces) {
     const std::string what = "interface " + i.mac;
     if (i.model != "virtio") fail("{}: model '{}' is not supported (virtio only)", what, i.model);
-    std::string s;
-    if (i.type == "ethernet") s = "tap=" + plain(i.target_dev, what);
+    config::NetConfig n;
+    if (i.type == "ethernet") n.tap = plain(i.target_dev, what);
     else if (i.type == "bridge")
       // The monitor creates the tap (named from <target dev>, else the kernel's next free vnetN: the
       // placeholder kAutoTapName) and enslaves it to the bridge before it execs vireo-vmm (bridge_plan()).
-      s = "tap=" + (i.target_dev.empty() ? std::string(kAutoTapName) : plain(i.target_dev, what));
+      n.tap = i.target_dev.empty() ? std::string(kAutoTapName) : plain(i.target_dev, what);
     else fail("{}: type '{}' needs a libvirt-style network service, which Vireo does not have; use type 'bridge'", what, i.type);
-    s += ",mac=" + i.mac;
-    a.insert(a.end(), {"--net", s});
+    n.mac = config::parse_mac(what, i.mac);
+    n.validate(what);
+    c.nets.push_back(n);
   }
-  if (!d.devices.rngs.empty()) a.push_back("--rng");
-  if (d.devices.memballoon.present && d.devices.memballoon.model == "virtio") a.push_back("--balloon");
-  return a;
+  c.rng = !d.devices.rngs.empty();
+  c.balloon = d.devices.memballoon.present && d.devices.memballoon.model == "virtio";
+  c.validate();
+  return c;
 }
+
+std::vector<std::string> vmm_args(const DomainDef& d, const VmmWiring& w) { return config::to_flags(vm_config(d, w)); }
 
 std::vector<BridgePort> bridge_plan(const DomainDef& d) {
   std::vector<BridgePort> plan;

@@ -462,7 +462,7 @@ ParseResult parse_domain_xml(const std::string& xml, const ParseOptions& opts) {
   }
 
   if (xml_node v = Parser::single(root, "vcpu", "domain")) {
-    d.vcpus = parse_uint(text_of(v), "vcpu", 1, 255);
+    d.vcpus = parse_uint(text_of(v), "vcpu", 1, config::kMaxVcpus);
     std::string cur = attr(v, "current");
     if (!cur.empty()) {
       d.vcpu_current = parse_uint(cur, "vcpu current", 1, d.vcpus);

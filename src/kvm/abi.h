@@ -28,6 +28,10 @@ struct MsrListHeader {  // struct kvm_msr_list
 struct IrqRoutingHeader {  // struct kvm_irq_routing
   uint32_t nr, flags;
 };
+struct XsaveRegion {  // struct kvm_xsave without the flexible `extra` (KVM_CAP_XSAVE2 sizes go beyond)
+  uint32_t region[1024];
+};
+static_assert(sizeof(XsaveRegion) == 4096);
 static_assert(sizeof(CpuidHeader) == 8 && sizeof(MsrsHeader) == 8 && sizeof(MsrListHeader) == 4 &&
               sizeof(IrqRoutingHeader) == 8);
 
@@ -38,6 +42,9 @@ inline constexpr unsigned long kGetMsrs = _IOWR(KVMIO, 0x88, MsrsHeader);
 inline constexpr unsigned long kSetMsrs = _IOW(KVMIO, 0x89, MsrsHeader);
 inline constexpr unsigned long kSetCpuid2 = _IOW(KVMIO, 0x90, CpuidHeader);
 inline constexpr unsigned long kGetCpuid2 = _IOWR(KVMIO, 0x91, CpuidHeader);
+inline constexpr unsigned long kGetXsave = _IOR(KVMIO, 0xa4, XsaveRegion);
+inline constexpr unsigned long kSetXsave = _IOW(KVMIO, 0xa5, XsaveRegion);
+inline constexpr unsigned long kGetXsave2 = _IOR(KVMIO, 0xcf, XsaveRegion);
 
 // A zeroed, 8-byte aligned buffer holding Header followed by n Entry items.
 template <typename Header, typename Entry>

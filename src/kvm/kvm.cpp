@@ -137,6 +137,47 @@ void Vm::create_pit() {
   kvm_pit_config cfg{};
   cfg.flags = KVM_PIT_SPEAKER_DUMMY;
   if (xioctl(fd_.get(), KVM_CREATE_PIT2, &cfg) < 0) throw_errno("KVM_CREATE_PIT2");
+  pit_ = true;
+}
+
+void Vm::get_dirty_log(uint32_t slot, uint64_t pages, std::vector<uint64_t>& bitmap) {
+  bitmap.assign((pages + 63) / 64, 0);
+  kvm_dirty_log d{};
+  d.slot = slot;
+  d.dirty_bitmap = bitmap.data();
+  if (xioctl(fd_.get(), KVM_GET_DIRTY_LOG, &d) < 0) throw_errno(fmt::format("KVM_GET_DIRTY_LOG slot {}", slot));
+}
+
+kvm_irqchip Vm::get_irqchip(uint32_t chip) const {
+  kvm_irqchip c{};
+  c.chip_id = chip;
+  if (xioctl(fd_.get(), KVM_GET_IRQCHIP, &c) < 0) throw_errno(fmt::format("KVM_GET_IRQCHIP {}", chip));
+  return c;
+}
+void Vm::set_irqchip(const kvm_irqchip& c) {
+  kvm_irqchip copy = c;
+  if (xioctl(fd_.get(), KVM_SET_IRQCHIP, &copy) < 0) throw_errno(fmt::format("KVM_SET_IRQCHIP {}", c.chip_id));
+}
+kvm_pit_state2 Vm::get_pit() const {
+  kvm_pit_state2 p{};
+  if (xioctl(fd_.get(), KVM_GET_PIT2, &p) < 0) throw_errno("KVM_GET_PIT2");
+  return p;
+}
+void Vm::set_pit(const kvm_pit_state2& p) {
+  kvm_pit_state2 copy = p;
+  if (xioctl(fd_.get(), KVM_SET_PIT2, &copy) < 0) throw_errno("KVM_SET_PIT2");
+}
+kvm_clock_data Vm::get_clock() const {
+  kvm_clock_data c{};
+  if (xioctl(fd_.get(), KVM_GET_CLOCK, &c) < 0) throw_errno("KVM_GET_CLOCK");
+  return c;
+}
+void Vm::set_clock(const kvm_clock_data& c) {
+  // Only the clock value is restored; flags such as KVM_CLOCK_REALTIME would ask KVM to advance it by the
+  // host time that passed, which a restored guest must not see.
+  kvm_clock_data copy{};
+  copy.clock = c.clock;
+  if (xioctl(fd_.get(), KVM_SET_CLOCK, &copy) < 0) throw_errno("KVM_SET_CLOCK");
 }
 
 void Vm::set_irq_line(uint32_t gsi, bool level) {
@@ -196,14 +237,9 @@ void Vm::remove_ioeventfd(IoSpace space, uint64_t addr, uint32_t len, std::optio
     throw_errno(fmt::format("KVM_IOEVENTFD deassign 0x{:x}+{}", addr, len));
 }
 
-uint32_t Vm::allocate_gsi() {
-  std::lock_guard lock(mu_);
-  if (next_gsi_ >= max_gsi_) fail("GSI routing: all {} GSIs in use", max_gsi_);
-  return next_gsi_++;
-}
-
 void Vm::set_msi_route(uint32_t gsi, uint64_t address, uint32_t data) {
   if (gsi < 24) fail("GSI routing: GSI {} belongs to the irqchip", gsi);
+  if (gsi >= max_gsi_) fail("GSI routing: GSI {} beyond KVM's {} routes", gsi, max_gsi_);
   std::lock_guard lock(mu_);
   kvm_irq_routing_entry e{};
   e.gsi = gsi;
@@ -370,6 +406,66 @@ kvm_lapic_state Vcpu::get_lapic() const {
 }
 void Vcpu::set_lapic(const kvm_lapic_state& s) {
   if (xioctl(fd_.get(), KVM_SET_LAPIC, &s) < 0) throw_errno(fmt::format("vCPU {}: KVM_SET_LAPIC", id_));
+}
+
+std::vector<uint8_t> Vcpu::get_xsave(size_t size) const {
+  if (size < sizeof(abi::XsaveRegion)) size = sizeof(abi::XsaveRegion);
+  std::vector<uint8_t> buf((size + 7) & ~size_t{7}, 0);
+  const unsigned long req = size > sizeof(abi::XsaveRegion) ? abi::kGetXsave2 : abi::kGetXsave;
+  if (xioctl(fd_.get(), req, buf.data()) < 0) throw_errno(fmt::format("vCPU {}: KVM_GET_XSAVE", id_));
+  buf.resize(size);
+  return buf;
+}
+void Vcpu::set_xsave(const std::vector<uint8_t>& area) {
+  if (area.size() < sizeof(abi::XsaveRegion)) fail("vCPU {}: KVM_SET_XSAVE: {} bytes, need 4096", id_, area.size());
+  std::vector<uint8_t> buf((area.size() + 7) & ~size_t{7}, 0);
+  std::memcpy(buf.data(), area.data(), area.size());
+  if (xioctl(fd_.get(), abi::kSetXsave, buf.data()) < 0) throw_errno(fmt::format("vCPU {}: KVM_SET_XSAVE", id_));
+}
+kvm_xcrs Vcpu::get_xcrs() const {
+  kvm_xcrs x{};
+  if (xioctl(fd_.get(), KVM_GET_XCRS, &x) < 0) throw_errno(fmt::format("vCPU {}: KVM_GET_XCRS", id_));
+  return x;
+}
+void Vcpu::set_xcrs(const kvm_xcrs& x) {
+  kvm_xcrs copy = x;
+  if (xioctl(fd_.get(), KVM_SET_XCRS, &copy) < 0) throw_errno(fmt::format("vCPU {}: KVM_SET_XCRS", id_));
+}
+kvm_vcpu_events Vcpu::get_vcpu_events() const {
+  kvm_vcpu_events e{};
+  if (xioctl(fd_.get(), KVM_GET_VCPU_EVENTS, &e) < 0) throw_errno(fmt::format("vCPU {}: KVM_GET_VCPU_EVENTS", id_));
+  return e;
+}
+void Vcpu::set_vcpu_events(const kvm_vcpu_events& e) {
+  kvm_vcpu_events copy = e;
+  if (xioctl(fd_.get(), KVM_SET_VCPU_EVENTS, &copy) < 0) throw_errno(fmt::format("vCPU {}: KVM_SET_VCPU_EVENTS", id_));
+}
+kvm_debugregs Vcpu::get_debugregs() const {
+  kvm_debugregs d{};
+  if (xioctl(fd_.get(), KVM_GET_DEBUGREGS, &d) < 0) throw_errno(fmt::format("vCPU {}: KVM_GET_DEBUGREGS", id_));
+  return d;
+}
+void Vcpu::set_debugregs(const kvm_debugregs& d) {
+  kvm_debugregs copy = d;
+  if (xioctl(fd_.get(), KVM_SET_DEBUGREGS, &copy) < 0) throw_errno(fmt::format("vCPU {}: KVM_SET_DEBUGREGS", id_));
+}
+void Vcpu::set_mp_state(const kvm_mp_state& s) {
+  kvm_mp_state copy = s;
+  if (xioctl(fd_.get(), KVM_SET_MP_STATE, &copy) < 0) throw_errno(fmt::format("vCPU {}: KVM_SET_MP_STATE", id_));
+}
+size_t Vcpu::get_msrs(std::vector<kvm_msr_entry>& entries) const {
+  if (entries.empty()) return 0;
+  abi::FlexBuffer<abi::MsrsHeader, kvm_msr_entry> b(entries.size());
+  b.header()->nmsrs = static_cast<uint32_t>(entries.size());
+  for (size_t i = 0; i < entries.size(); ++i) b.entries()[i].index = entries[i].index;
+  const int r = xioctl(fd_.get(), abi::kGetMsrs, b.data());
+  if (r < 0) throw_errno(fmt::format("vCPU {}: KVM_GET_MSRS", id_));
+  for (size_t i = 0; i < static_cast<size_t>(r); ++i) entries[i].data = b.entries()[i].data;
+  return static_cast<size_t>(r);
+}
+uint32_t Vcpu::tsc_khz() const {
+  const int r = ::ioctl(fd_.get(), KVM_GET_TSC_KHZ, 0);
+  return r > 0 ? static_cast<uint32_t>(r) : 0;
 }
 
 // ---------------------------------------------------------------------------------------------------------

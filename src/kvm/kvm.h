@@ -79,6 +79,22 @@ class Vcpu {
   kvm_lapic_state get_lapic() const;
   void set_lapic(const kvm_lapic_state& s);
 
+  // ---- state for save/restore and migration (kvm/state.h puts them together)
+  // KVM_GET_XSAVE2 (KVM_CAP_XSAVE2 bytes) or KVM_GET_XSAVE (4096); empty when KVM has no XSAVE support.
+  std::vector<uint8_t> get_xsave(size_t size) const;
+  void set_xsave(const std::vector<uint8_t>& area);
+  kvm_xcrs get_xcrs() const;
+  void set_xcrs(const kvm_xcrs& x);
+  kvm_vcpu_events get_vcpu_events() const;
+  void set_vcpu_events(const kvm_vcpu_events& e);
+  kvm_debugregs get_debugregs() const;
+  void set_debugregs(const kvm_debugregs& d);
+  void set_mp_state(const kvm_mp_state& s);
+  // KVM_GET_MSRS of many MSRs; returns how many (from the front) KVM processed.
+  size_t get_msrs(std::vector<kvm_msr_entry>& entries) const;
+  // KVM_GET_TSC_KHZ (0 if unsupported).
+  uint32_t tsc_khz() const;
+
  private:
   uint32_t id_;
   UniqueFd fd_;
@@ -95,8 +111,20 @@ class Vm {
   const KvmSystem& system() const { return sys_; }
   int check_extension(long cap) const;  // KVM_CHECK_EXTENSION on the VM fd (falls back to /dev/kvm)
 
-  // KVM_SET_USER_MEMORY_REGION.
+  // KVM_SET_USER_MEMORY_REGION (flags: KVM_MEM_LOG_DIRTY_PAGES to track writes).
   void set_memory_region(uint32_t slot, uint64_t gpa, uint64_t size, void* host, uint32_t flags = 0);
+  // KVM_GET_DIRTY_LOG: one bit per 4 KiB page of the slot (`pages` of them), set for pages the guest wrote
+  // since the last call; KVM clears the log and write-protects those pages again.
+  void get_dirty_log(uint32_t slot, uint64_t pages, std::vector<uint64_t>& bitmap);
+
+  // ---- VM-wide state (in-kernel irqchip, PIT, kvmclock)
+  kvm_irqchip get_irqchip(uint32_t chip) const;  // KVM_IRQCHIP_PIC_MASTER, _PIC_SLAVE, _IOAPIC
+  void set_irqchip(const kvm_irqchip& c);
+  bool has_pit() const { return pit_; }
+  kvm_pit_state2 get_pit() const;
+  void set_pit(const kvm_pit_state2& p);
+  kvm_clock_data get_clock() const;
+  void set_clock(const kvm_clock_data& c);
   // KVM_SET_TSS_ADDR (3 pages) and KVM_SET_IDENTITY_MAP_ADDR (1 page), both just below 4 GiB (Intel needs
   // them; harmless elsewhere). Must run before vCPUs are created.
   void set_tss_and_identity_map(uint64_t tss_addr = 0xfffb'd000, uint64_t identity_map = 0xfffb'c000);
@@ -116,9 +144,9 @@ class Vm {
   void add_ioeventfd(IoSpace space, uint64_t addr, uint32_t len, std::optional<uint64_t> datamatch, int fd);
   void remove_ioeventfd(IoSpace space, uint64_t addr, uint32_t len, std::optional<uint64_t> datamatch, int fd);
 
-  // GSI routing (KVM_SET_GSI_ROUTING, the whole table each time). GSIs 0-23 are the irqchip's pins;
-  // MSI GSIs are allocated from 24 up.
-  uint32_t allocate_gsi();
+  // GSI routing (KVM_SET_GSI_ROUTING, the whole table each time). GSIs 0-23 are the irqchip's pins; MSI
+  // routes use 24..max_gsi()-1, handed out by the VMM's resource allocator (src/vmm/resources.h).
+  uint32_t max_gsi() const { return max_gsi_; }
   void set_msi_route(uint32_t gsi, uint64_t address, uint32_t data);
   void remove_route(uint32_t gsi);
   // KVM_SIGNAL_MSI: one-shot MSI.
@@ -130,8 +158,8 @@ class Vm {
   const KvmSystem& sys_;
   UniqueFd fd_;
   bool irqchip_ = false;
+  bool pit_ = false;
   std::mutex mu_;
-  uint32_t next_gsi_ = 24;
   uint32_t max_gsi_ = 1024;
   std::map<uint32_t, kvm_irq_routing_entry> msi_routes_;  // gsi -> MSI entry
 };

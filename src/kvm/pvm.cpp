@@ -22,6 +22,26 @@ PvmMode apply_pvm_quirk(Vcpu& vcpu, bool long_mode_entry, bool native_allowed) {
   return PvmMode::Native;
 }
 
+std::vector<uint32_t> pvm_state_msrs(const Vcpu& vcpu) {
+  std::vector<uint32_t> out;
+  if (!is_pvm_host(vcpu)) return out;
+  for (uint32_t m = kPvmFirstStateMsr; m <= kPvmLastStateMsr; ++m)
+    if (vcpu.get_msr(m)) out.push_back(m);  // only those this host's PVM implements
+  return out;
+}
+
+void restore_pvm_msrs(Vcpu& vcpu, const std::vector<kvm_msr_entry>& saved) {
+  if (saved.empty()) return;
+  if (!is_pvm_host(vcpu)) fail("vCPU {}: the saved state is from a PVM host; this KVM is not PVM", vcpu.id());
+  for (const auto& m : saved) {
+    const uint64_t cur = vcpu.get_msr(m.index).value_or(0);
+    if (m.index == kPvmControlMsr) {
+      if ((m.data & kPvmNativeBit) && !(cur & kPvmNativeBit)) vcpu.set_msrs({{kPvmControlMsr, cur | kPvmNativeBit}});
+    }
+    // 0x4b564d11-13 are per-host values PVM does not let userspace write; differences are the host's.
+  }
+}
+
 const char* pvm_mode_name(PvmMode m) {
   switch (m) {
     case PvmMode::NotPvm: return "not-pvm";

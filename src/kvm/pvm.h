@@ -5,8 +5,11 @@
 // PVM is detected by KVM_GET_MSRS of 0x4b564d11 returning 0x4d5650 ("PVM"); on hardware KVM that MSR does not
 // exist and nothing is written.
 #pragma once
+#include <linux/kvm.h>
+
 #include <cstdint>
 #include <string>
+#include <vector>
 
 namespace vireo::kvm {
 
@@ -34,5 +37,14 @@ const char* pvm_mode_name(PvmMode m);  // "not-pvm", "emulated", "native"
 // emulator (~1000x slower, and unmodified kernels stop on instructions it lacks). Empty when nothing is to be
 // said: not PVM, native mode, or the emulator was chosen explicitly (`--native off` with a test guest).
 std::string pvm_emulation_note(PvmMode mode, bool long_mode_entry);
+
+// PVM's own vCPU state MSRs (0x4b564d10-0x4b564d13: control incl. the native bit, signature, and two more the
+// host keeps per vCPU), saved and restored with the others on a PVM host; empty elsewhere.
+inline constexpr uint32_t kPvmFirstStateMsr = 0x4b564d10, kPvmLastStateMsr = 0x4b564d13;
+std::vector<uint32_t> pvm_state_msrs(const Vcpu& vcpu);
+// Puts saved PVM MSRs back (after the rest of the vCPU state, before its first KVM_RUN). PVM accepts only the
+// native-mode switch (bit 0 of 0x4b564d10, applied as apply_pvm_quirk does); the others are host constants,
+// checked to match. Saved PVM MSRs on a host that is not PVM are an Error (the state came from a PVM host).
+void restore_pvm_msrs(Vcpu& vcpu, const std::vector<kvm_msr_entry>& saved);
 
 }  // namespace vireo::kvm

@@ -15,16 +15,10 @@
 
 #include "common/error.h"
 #include "common/fd.h"
+#include "common/layout.h"
 
 namespace vireo {
 
-// Guest-physical layout shared by the VMM, boot code and devices.
-namespace layout {
-inline constexpr uint64_t kLowRamEnd = 0xC000'0000;        // RAM below the 32-bit MMIO hole (3 GiB)
-inline constexpr uint64_t kMmioHoleStart = 0xC000'0000;    // PCI BARs, virtio-mmio, ECAM, IOAPIC, LAPIC
-inline constexpr uint64_t kMmioHoleEnd = 0x1'0000'0000;
-inline constexpr uint64_t kHighRamStart = 0x1'0000'0000;   // RAM above 3 GiB continues at 4 GiB
-}  // namespace layout
 
 class GuestMemoryError : public Error {
  public:

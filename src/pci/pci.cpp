@@ -321,8 +321,8 @@ class PciHostBridge::EcamDevice : public BusDevice {
   PciHostBridge* hb_;
 };
 
-PciHostBridge::PciHostBridge(Bus& pio, Bus& mmio, const Layout& layout)
-    : pio_(pio), mmio_(mmio), layout_(layout), next_mem_(layout.mem32_base), next_io_(layout.io_base) {
+PciHostBridge::PciHostBridge(Bus& pio, Bus& mmio, const Layout& layout, BarAllocator alloc)
+    : pio_(pio), mmio_(mmio), layout_(layout), alloc_(std::move(alloc)), next_mem_(layout.mem32_base), next_io_(layout.io_base) {
   slots_[0] = std::make_shared<HostBridgeFunction>();
   pio_.insert(kConfigAddressPort, 8, std::make_shared<PortDevice>(this));
   mmio_.insert(layout_.ecam_base, kEcamSize, std::make_shared<EcamDevice>(this));
@@ -346,6 +346,10 @@ uint8_t PciHostBridge::add_device(std::shared_ptr<PciFunction> fn) {
   for (int i = 0; i < 6; ++i) {
     const Bar& b = fn->bar(i);
     if (b.size == 0) continue;
+    if (alloc_) {
+      addrs[i] = alloc_(b.kind, b.size, fmt::format("{} BAR{}", fn->name(), i));
+      continue;
+    }
     uint64_t& cursor = b.kind == BarKind::Io ? io : mem;
     uint64_t a = (cursor + b.size - 1) & ~(b.size - 1);
     uint64_t end = b.kind == BarKind::Io ? layout_.io_base + layout_.io_size : layout_.mem32_base + layout_.mem32_size;

@@ -3,6 +3,7 @@
 // a capability list; BAR windows mapped on the VMM's MMIO/PIO buses following the command register.
 #pragma once
 #include <array>
+#include <functional>
 #include <atomic>
 #include <cstdint>
 #include <memory>
@@ -13,6 +14,7 @@
 #include <vector>
 
 #include "devices/bus.h"
+#include "devices/device.h"
 
 namespace vireo::pci {
 
@@ -30,8 +32,9 @@ struct Bar {
   std::optional<uint64_t> mapped;  // where it is currently inserted on a bus
 };
 
-// One PCI function (we model single-function devices at function 0).
-class PciFunction {
+// One PCI function (we model single-function devices at function 0). Its lifecycle (pause, state) is the
+// Device part; the transport or device model deriving from it implements that.
+class PciFunction : public Device {
  public:
   PciFunction(std::string name, uint16_t vendor, uint16_t device, uint32_t class_code, uint8_t revision,
               uint16_t subsys_vendor, uint16_t subsys_id);
@@ -100,7 +103,7 @@ class PciFunction {
 };
 
 // Bus 0: slot 0 is the host bridge itself; devices take slots 1..31.
-class PciHostBridge {
+class PciHostBridge : public Device {
  public:
   struct Layout {
     uint64_t ecam_base = 0xE000'0000;   // bus 0 only: 1 MiB
@@ -112,9 +115,13 @@ class PciHostBridge {
   static constexpr uint64_t kConfigAddressPort = 0xCF8;  // CF8..CFF
   static constexpr uint64_t kEcamSize = 1 << 20;
 
-  PciHostBridge(Bus& pio, Bus& mmio, const Layout& layout);
+  // Where add_device() places BARs: returns a naturally aligned address for a BAR of `size` bytes, or
+  // throws. The VMM passes its resource allocator; without one the bridge fills its windows in order.
+  using BarAllocator = std::function<uint64_t(BarKind kind, uint64_t size, const std::string& owner)>;
+
+  PciHostBridge(Bus& pio, Bus& mmio, const Layout& layout, BarAllocator alloc = nullptr);
   PciHostBridge(Bus& pio, Bus& mmio) : PciHostBridge(pio, mmio, Layout{}) {}
-  ~PciHostBridge();
+  ~PciHostBridge() override;
 
   // Takes the next free slot, assigns its BARs (naturally aligned) and maps them. Returns the slot.
   uint8_t add_device(std::shared_ptr<PciFunction> fn);
@@ -130,6 +137,7 @@ class PciHostBridge {
   Bus& pio_;
   Bus& mmio_;
   Layout layout_;
+  BarAllocator alloc_;
   uint64_t next_mem_, next_io_;
   std::mutex mu_;
   uint32_t config_address_ = 0;

@@ -27,6 +27,7 @@ class ConsoleDevice : public VirtioDevice {
   uint64_t features() const override { return 0; }
   void process_queue(uint16_t q) override;
   void activate() override;
+  void pause_io() override { watch_input(false); }
 
  private:
   void pump_input();         // mu_ held

@@ -78,6 +78,11 @@ void NetDevice::device_reset() {
   }
 }
 
+void NetDevice::pause_io() {
+  // Level-triggered tap fds would wake the device thread for nothing; resume() runs rx again, which re-arms.
+  for (uint16_t p = 0; p < pairs_; ++p) watch_tap(p, false);
+}
+
 void NetDevice::set_active_pairs(uint16_t n) {
   active_pairs_ = n;
   for (uint16_t p = 0; p < pairs_; ++p) {

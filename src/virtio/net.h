@@ -38,6 +38,7 @@ class NetDevice : public VirtioDevice {
   void process_queue(uint16_t q) override;
   void activate() override;
   void device_reset() override;
+  void pause_io() override;
 
  private:
   void rx(uint16_t pair);

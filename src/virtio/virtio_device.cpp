@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include <cstring>
+#include <future>
 
 namespace vireo::virtio {
 
@@ -212,6 +213,37 @@ void VirtioDevice::with_device_lock(uint64_t generation, const std::function<voi
 }
 
 void VirtioDevice::schedule(uint16_t q) { kick(q); }
+
+void VirtioDevice::pause() {
+  bool thread;
+  {
+    std::lock_guard lock(mu_);
+    if (paused_) return;
+    paused_ = true;  // from now on queue() is null and no queue runs
+    pause_io();
+    thread = started_ && !stopped_;
+  }
+  // Wait until the device thread has finished whatever handler it was in (it sees paused_ afterwards).
+  if (thread) {
+    std::promise<void> done;
+    loop_.post([&done] { done.set_value(); });
+    done.get_future().wait();
+  }
+  quiesce();  // in-flight async requests complete (their used entries are written now, not later)
+}
+
+void VirtioDevice::resume() {
+  std::lock_guard lock(mu_);
+  if (!paused_) return;
+  paused_ = false;
+  for (uint16_t q = 0; q < queues_.size(); ++q)
+    if (queues_[q].vq) schedule(q);  // kicks that came while paused, and host input that waited
+}
+
+bool VirtioDevice::paused() const {
+  std::lock_guard lock(mu_);
+  return paused_;
+}
 
 void VirtioDevice::on_kick(uint16_t q) {
   queues_[q].kick->consume();

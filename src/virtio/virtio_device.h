@@ -67,6 +67,15 @@ class VirtioDevice {
   int kick_fd(uint16_t q) const;  // the doorbell eventfd (register it as an ioeventfd)
   void kick(uint16_t q);          // a doorbell that arrived as a register write instead
   bool broken() const;
+
+  // ---- VM lifecycle (called by the transport for the VMM, vCPUs parked)
+  // After pause() returns the device thread is idle, in-flight asynchronous requests have completed, host
+  // input (tap, console) is not read, and nothing more is written to guest memory until resume(). Kicks that
+  // arrive meanwhile are not lost: resume() looks at every queue again.
+  void pause();
+  void resume();
+  bool paused() const;
+
   virtual std::string details() const { return {}; }  // for query-vm, e.g. "path=disk.img ro"
   virtual std::string type_name() const = 0;          // "virtio-blk", ...
 
@@ -77,6 +86,7 @@ class VirtioDevice {
   virtual void activate() {}                  // DRIVER_OK was set
   virtual void quiesce() {}                   // mu_ NOT held: wait for in-flight async work (before a reset)
   virtual void device_reset() {}              // after quiesce, mu_ held: forget per-driver state
+  virtual void pause_io() {}                  // mu_ held: stop watching host fds (tap, console input)
   virtual void config_write(uint64_t offset, std::span<const uint8_t> data) { (void)offset; (void)data; }
 
   // ---- helpers for devices (mu_ held)
@@ -86,7 +96,7 @@ class VirtioDevice {
   void fail_device(const std::string& why);     // DEVICE_NEEDS_RESET + config interrupt, logged once
   void config_changed();                        // bump generation + config interrupt
   bool negotiated(int bit) const { return driver_features_ & virtio::bit(bit); }
-  bool active() const { return (status_ & kStatusDriverOk) && !broken_; }
+  bool active() const { return (status_ & kStatusDriverOk) && !broken_ && !paused_; }
   // For async completions from other threads: runs fn with mu_ held if the device was not reset since
   // `generation` (a value of reset_generation() taken when the work started); guest errors mark it broken.
   void with_device_lock(uint64_t generation, const std::function<void()>& fn);
@@ -125,6 +135,7 @@ class VirtioDevice {
   uint64_t reset_gen_ = 0;
   bool started_ = false;
   bool stopped_ = false;
+  bool paused_ = false;
 };
 
 }  // namespace vireo::virtio

@@ -33,6 +33,11 @@ class VirtioMmioDevice : public BusDevice, public InterruptSink {
   void write(uint64_t offset, std::span<const uint8_t> data) override;
   std::string name() const override;
 
+  // Device lifecycle: stop() resets the virtio device (waits for in-flight I/O) before teardown.
+  void stop() override { dev_->set_status(0); }
+  void pause() override { dev_->pause(); }
+  void resume() override { dev_->resume(); }
+
   void queue_interrupt(uint16_t queue) override;
   void config_interrupt() override;
 

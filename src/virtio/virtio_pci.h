@@ -32,6 +32,11 @@ class VirtioPciDevice : public pci::PciFunction, public InterruptSink {
   VirtioDevice& device() { return *dev_; }
   uint8_t intx_line() const { return intx_line_; }
 
+  // Device lifecycle: stop() resets the virtio device (waits for in-flight I/O) before teardown.
+  void stop() override { dev_->set_status(0); }
+  void pause() override { dev_->pause(); }
+  void resume() override { dev_->resume(); }
+
   // InterruptSink
   void queue_interrupt(uint16_t queue) override;
   void config_interrupt() override;

@@ -10,7 +10,6 @@
 #include <cstdio>
 
 #include "common/error.h"
-#include "vmm/machine.h"
 
 namespace vireo::vmm {
 
@@ -26,67 +25,6 @@ json ok_reply(const json& id, const json& ret) {
   json r = {{"return", ret}};
   if (!id.is_null()) r["id"] = id;
   return r;
-}
-
-CommandResult MachineCommands::handle(const std::string& line) {
-  json req;
-  try {
-    req = json::parse(line);
-  } catch (const json::exception& e) {
-    return {error_reply(nullptr, "InvalidArgument", std::string("request is not valid JSON: ") + e.what()), nullptr};
-  }
-  if (!req.is_object()) return {error_reply(nullptr, "InvalidArgument", "request must be a JSON object"), nullptr};
-  const json id = req.contains("id") ? req["id"] : json();
-  if (!req.contains("command") || !req["command"].is_string())
-    return {error_reply(id, "InvalidArgument", "missing string member 'command'"), nullptr};
-  if (req.contains("arguments") && !req["arguments"].is_object())
-    return {error_reply(id, "InvalidArgument", "'arguments' must be an object"), nullptr};
-  const std::string cmd = req["command"];
-
-  if (cmd == "query-status") {
-    return {ok_reply(id, {{"status", run_state_name(m_.state())}, {"reason", m_.state_reason()}}), nullptr};
-  }
-  if (cmd == "query-vm") {
-    const auto& o = m_.options();
-    json devs = json::array();
-    for (const auto& d : m_.devices()) devs.push_back({{"type", d.type}, {"id", d.id}, {"details", d.details}});
-    json r = {{"name", o.name},
-              {"pid", static_cast<int>(::getpid())},
-              {"status", run_state_name(m_.state())},
-              {"vcpus", o.cpus},
-              {"memory_bytes", o.memory.size},
-              {"cpu_mode", o.cpu_text},
-              {"kernel", o.kernel},
-              {"kernel_kind", boot::kernel_kind_name(m_.boot_plan().kind)},
-              {"pvm", kvm::pvm_mode_name(m_.pvm_mode())},
-              {"devices", devs}};
-    return {ok_reply(id, r), nullptr};
-  }
-  if (cmd == "pause") {
-    if (!m_.pause())
-      return {error_reply(id, "InvalidState", std::string("cannot pause: VM is ") + run_state_name(m_.state())), nullptr};
-    return {ok_reply(id, json::object()), nullptr};
-  }
-  if (cmd == "resume") {
-    if (!m_.resume())
-      return {error_reply(id, "InvalidState", std::string("cannot resume: VM is ") + run_state_name(m_.state())), nullptr};
-    return {ok_reply(id, json::object()), nullptr};
-  }
-  if (cmd == "shutdown") {
-    m_.request_shutdown();
-    return {ok_reply(id, json::object()), nullptr};
-  }
-  if (cmd == "reset") {
-    Machine* m = &m_;
-    return {ok_reply(id, json::object()), [m] { m->request_exit(kExitReset, "reset requested", RunState::Shutoff); }};
-  }
-  if (cmd == "stop") {
-    Machine* m = &m_;
-    return {ok_reply(id, json::object()), [m] { m->request_exit(kExitOk, "destroyed", RunState::Shutoff); }};
-  }
-  if (auto it = extensions_.find(cmd); it != extensions_.end())
-    return it->second(id, req.contains("arguments") ? req["arguments"] : json::object());
-  return {error_reply(id, "CommandNotFound", "unknown command '" + cmd + "'"), nullptr};
 }
 
 // ---------------------------------------------------------------------------------------------------------

@@ -1,5 +1,6 @@
-// vireo/vmm: the control socket (--api-socket PATH): a unix stream socket speaking one JSON object per line
-// each way (docs/vmm.md). Runs entirely on the machine's I/O EventLoop thread, never on a vCPU thread.
+// vireo/vmm: the control socket's transport (--api-socket PATH): a unix stream socket speaking one JSON object
+// per line each way (docs/vmm.md). Runs entirely on the machine's I/O EventLoop thread, never on a vCPU
+// thread. The command set itself is vmm/commands.h.
 #pragma once
 #include <nlohmann/json.hpp>
 
@@ -13,8 +14,6 @@
 
 namespace vireo::vmm {
 
-class Machine;
-
 // Turns one request line into one reply (pure apart from the machine calls; unit-testable with a fake).
 // `after` is set for commands that act once the reply has been sent (stop, reset).
 struct CommandResult {
@@ -26,22 +25,6 @@ class CommandHandler {
  public:
   virtual ~CommandHandler() = default;
   virtual CommandResult handle(const std::string& line) = 0;
-};
-
-// The real command set over a Machine.
-class MachineCommands : public CommandHandler {
- public:
-  explicit MachineCommands(Machine& m) : m_(m) {}
-  CommandResult handle(const std::string& line) override;
-
-  // Commands of optional devices (e.g. the balloon's), added by whoever wires the device. Handlers run on
-  // the I/O loop thread and get the request's id and its "arguments" object ({} when absent).
-  using Extension = std::function<CommandResult(const nlohmann::json& id, const nlohmann::json& args)>;
-  void add_command(const std::string& name, Extension fn) { extensions_[name] = std::move(fn); }
-
- private:
-  Machine& m_;
-  std::map<std::string, Extension> extensions_;
 };
 
 // Builds {"id":..., "return":...}.

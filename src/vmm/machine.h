@@ -1,10 +1,14 @@
-// vireo/vmm: one virtual machine: KVM VM + guest RAM + buses + legacy devices + vCPU threads, and the run
-// state the control socket reports. Implements VmHooks, the interface devices (virtio, ...) wire through.
+// vireo/vmm: one virtual machine: the KVM VM, guest RAM, the DeviceManager (every device, the buses, the
+// resource allocator), the vCPU threads, and the run state the control socket reports. Built from one
+// config::VmConfig.
 //
-// Threads: one per vCPU (KVM_RUN loop + exit dispatch), one EventLoop ("vmm-io") for the control socket,
-// serial input and signals; the caller's thread waits in run() for the VM to end.
+// Threads: one per vCPU (KVM_RUN loop + exit dispatch, vcpu.cpp), one EventLoop ("vmm-io") for the control
+// socket, serial input and signals; the caller's thread waits in run() for the VM to end.
 // Kick: a vCPU is interrupted by setting kvm_run.immediate_exit and sending it SIGUSR1 (handler does nothing),
 // so KVM_RUN returns EINTR whether the signal lands inside or just before it.
+//
+// Pause parks every vCPU (an error if one does not park in time) and then quiesces every device; while
+// paused nothing writes guest RAM. Lifecycle operations (pause, resume, save) are serialized.
 #pragma once
 #include <pthread.h>
 
@@ -19,16 +23,13 @@
 #include <vector>
 
 #include "boot/boot.h"
+#include "common/error.h"
 #include "common/event_loop.h"
-#include "devices/boot_marker.h"
-#include "devices/bus.h"
-#include "devices/serial.h"
-#include "devices/serial_backend.h"
-#include "devices/vm_hooks.h"
+#include "config/vm_config.h"
 #include "kvm/kvm.h"
 #include "kvm/pvm.h"
 #include "memory/guest_memory.h"
-#include "vmm/options.h"
+#include "vmm/device_manager.h"
 
 namespace vireo::vmm {
 
@@ -38,50 +39,48 @@ const char* run_state_name(RunState s);  // "running", "paused", "shutting-down"
 // Exit codes (docs/vmm.md).
 inline constexpr int kExitOk = 0, kExitStartup = 1, kExitReset = 2, kExitCrash = 3;
 
-class Machine : public VmHooks {
+// The request does not fit the VM's state ("cannot pause: VM is paused"); the control socket answers
+// InvalidState. Other Errors of lifecycle operations are Internal.
+class InvalidStateError : public Error {
  public:
-  // Builds the VM (does not start vCPUs). `kvm` must outlive the machine. Throws Error on any failure.
-  // `wire_devices` (optional) runs after RAM, irqchip and the legacy devices exist and before the kernel is
-  // loaded: the place to create further devices (virtio) through the VmHooks interface, including
-  // append_cmdline().
-  using DeviceWiring = std::function<void(Machine&)>;
-  Machine(const VmmOptions& opts, kvm::KvmSystem& kvm, DeviceWiring wire_devices = nullptr);
-  ~Machine() override;
+  using Error::Error;
+};
 
-  // Starts the I/O loop and the vCPU threads, waits until the VM ends, stops everything; returns the exit
-  // code (docs/vmm.md).
+class MachineCommands;
+class ControlServer;
+
+class Machine {
+ public:
+  // Builds the VM from `cfg` (validated here again) and loads the kernel; does not start vCPUs. `kvm` must
+  // outlive the machine. Throws Error on any failure, with everything created so far torn down.
+  Machine(const config::VmConfig& cfg, kvm::KvmSystem& kvm);
+  ~Machine();
+  Machine(const Machine&) = delete;
+  Machine& operator=(const Machine&) = delete;
+
+  // Serves the control socket (cfg.api_socket), starts the I/O loop and the vCPU threads, waits until the
+  // VM ends, stops everything; returns the exit code (docs/vmm.md).
   int run();
 
-  // ---- control (thread-safe; called from the control socket's loop thread or signal handlers) ----
+  // ---- control (thread-safe; called from the control socket's loop thread or device callbacks)
   void request_exit(int code, const std::string& reason, RunState final_state);
-  bool pause();   // false if not running
-  bool resume();  // false if not paused
-  void request_shutdown();  // records it; ACPI power button once shutdown_hook is set
+  // Parks every vCPU, then quiesces every device. Throws InvalidStateError unless running (or shutting
+  // down), Error if a vCPU did not park within 5 s (the VM then keeps running).
+  void pause(const std::string& reason = "user");
+  void resume();  // throws InvalidStateError unless paused
+  void request_shutdown();  // ACPI power button; the guest decides
   RunState state() const;
   std::string state_reason() const;
-  const VmmOptions& options() const { return opts_; }
-  std::vector<DeviceInfo> devices() const;
+
+  const config::VmConfig& config() const { return cfg_; }
+  DeviceManager& devices() { return *dm_; }
+  GuestMemory& memory() { return *mem_; }
   EventLoop& io_loop() { return loop_; }
   kvm::PvmMode pvm_mode() const { return pvm_mode_; }
   const boot::BootPlan& boot_plan() const { return plan_; }
-  // Set by a future ACPI device: pressing the power button. Until then shutdown is only recorded.
-  std::function<void()> shutdown_hook;
-
-  // ---- VmHooks ----
-  Bus& pio_bus() override { return pio_; }
-  Bus& mmio_bus() override { return mmio_; }
-  GuestMemory& memory() override { return *mem_; }
-  void add_ioeventfd(AddressSpace space, uint64_t addr, uint32_t len, std::optional<uint64_t> datamatch, int fd) override;
-  void remove_ioeventfd(AddressSpace space, uint64_t addr, uint32_t len, std::optional<uint64_t> datamatch, int fd) override;
-  uint32_t allocate_irq_line() override;
-  void set_irq_line(uint32_t line, bool level) override;
-  void add_irqfd(uint32_t gsi, int fd) override;
-  void remove_irqfd(uint32_t gsi, int fd) override;
-  uint32_t allocate_msi_gsi() override;
-  void set_msi_route(uint32_t gsi, uint64_t address, uint32_t data) override;
-  void signal_msi(uint64_t address, uint32_t data) override;
-  void register_device(const DeviceInfo& info) override;
-  void append_cmdline(const std::string& text) override;
+  // The control socket's command set (extension point: MachineCommands::add_command). Valid after
+  // construction; served by run() when cfg.api_socket is set.
+  MachineCommands& commands() { return *commands_; }
 
  private:
   struct VcpuSlot {
@@ -89,35 +88,36 @@ class Machine : public VmHooks {
     std::thread thread;
     std::atomic<pthread_t> tid{};
     std::atomic<bool> started{false};
+    bool parked = false;  // mu_: waiting because of a pause
   };
 
-  void setup_devices();
+  // vcpu.cpp
   void load_and_setup_vcpus();
   void setup_vcpu(uint32_t index, const std::vector<kvm_cpuid_entry2>& supported);
   void vcpu_loop(uint32_t index);
   bool handle_exit(uint32_t index, kvm::Vcpu& vcpu);  // false: stop this vCPU
   void crash(uint32_t index, kvm::Vcpu& vcpu, const std::string& what);
-  void kick_all();
+  void kick_all();  // mu_ held
+
   void boot_log(const std::string& line);
 
-  VmmOptions opts_;
+  config::VmConfig cfg_;
   kvm::KvmSystem& kvm_;
+  // Destruction order matters (reverse of declaration): the vCPUs and the loop stop first (destructor body),
+  // then the devices go while KVM's VM fd and guest RAM still exist.
   std::unique_ptr<kvm::Vm> vm_;
   std::unique_ptr<GuestMemory> mem_;
-  Bus pio_{"pio"}, mmio_{"mmio"};
-  EventLoop loop_{"vmm-io"};
-  boot::BootPlan plan_{};
-  std::string cmdline_;
-  kvm::PvmMode pvm_mode_ = kvm::PvmMode::NotPvm;
-
-  std::unique_ptr<SerialBackend> serial_backend_;
-  std::shared_ptr<Serial16550> serial_;
-  std::shared_ptr<BootMarker> marker_;
   UniqueFd boot_log_fd_;
   std::mutex log_mu_;
+  std::unique_ptr<DeviceManager> dm_;
+  EventLoop loop_{"vmm-io"};
+  std::unique_ptr<MachineCommands> commands_;
+  boot::BootPlan plan_{};
+  kvm::PvmMode pvm_mode_ = kvm::PvmMode::NotPvm;
 
   std::vector<std::unique_ptr<VcpuSlot>> vcpus_;
 
+  std::mutex lifecycle_mu_;  // one pause/resume/save at a time
   mutable std::mutex mu_;
   std::condition_variable cv_;
   RunState state_ = RunState::Running;
@@ -126,10 +126,8 @@ class Machine : public VmHooks {
   bool exit_requested_ = false;
   int exit_code_ = 0;
   bool pause_requested_ = false;
-  uint32_t paused_vcpus_ = 0;    // vCPU threads parked because of a pause
-  uint32_t live_vcpus_ = 0;      // vCPU threads still in their loop
-  uint32_t next_irq_line_ = 5;   // free ISA/IOAPIC lines for devices (4 is COM1)
-  std::vector<DeviceInfo> devices_;
+  uint32_t paused_vcpus_ = 0;  // vCPU threads parked because of a pause
+  uint32_t live_vcpus_ = 0;    // vCPU threads still in their loop
   std::vector<UniqueFd> signal_fds_;
 };
 

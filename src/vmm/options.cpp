@@ -5,68 +5,14 @@
 
 #include <CLI/CLI.hpp>
 #include <algorithm>
-#include <cerrno>
 #include <iostream>
+#include <vector>
 
 #include "boot/boot.h"
 #include "common/error.h"
-#include "common/size.h"
+#include "config/flags.h"
 
 namespace vireo::vmm {
-
-bool parse_on_off(const std::string& what, const std::string& text) {
-  std::string t = text;
-  std::transform(t.begin(), t.end(), t.begin(), [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
-  if (t == "on" || t == "yes" || t == "true" || t == "1") return true;
-  if (t == "off" || t == "no" || t == "false" || t == "0") return false;
-  fail("{}: expected on or off, got '{}'", what, text);
-}
-
-MemoryConfig parse_memory_spec(const std::string& text) {
-  MemoryConfig cfg;
-  if (text.empty()) fail("--memory: empty value");
-  auto parse_sz = [](const std::string& v) -> uint64_t {
-    try {
-      return parse_size(v, 1ull << 20);  // bare numbers are MiB
-    } catch (const Error& e) {
-      fail("--memory: {}", e.what());
-    }
-  };
-  if (text.find('=') == std::string::npos) {
-    cfg.size = parse_sz(text);
-  } else {
-    bool have_size = false;
-    size_t pos = 0;
-    while (pos <= text.size()) {
-      const size_t comma = text.find(',', pos);
-      const std::string item = text.substr(pos, comma == std::string::npos ? std::string::npos : comma - pos);
-      pos = comma == std::string::npos ? text.size() + 1 : comma + 1;
-      const size_t eq = item.find('=');
-      if (eq == std::string::npos) fail("--memory: expected key=value, got '{}'", item);
-      const std::string key = item.substr(0, eq), val = item.substr(eq + 1);
-      if (key == "size") {
-        cfg.size = parse_sz(val);
-        have_size = true;
-      } else if (key == "hugepages") {
-        cfg.hugepages = parse_on_off("--memory hugepages", val);
-      } else if (key == "thp") {
-        cfg.thp = parse_on_off("--memory thp", val);
-      } else if (key == "prealloc") {
-        cfg.prealloc = parse_on_off("--memory prealloc", val);
-      } else {
-        fail("--memory: unknown key '{}' (size, hugepages, thp, prealloc)", key);
-      }
-    }
-    if (!have_size) fail("--memory: size= missing");
-  }
-  if (cfg.size == 0) fail("--memory: size must be greater than 0");
-  const uint64_t align = cfg.hugepages ? (2ull << 20) : 4096;
-  if (cfg.size % align != 0)
-    fail("--memory: {} bytes is not a multiple of {}", cfg.size, cfg.hugepages ? "2 MiB (hugepages)" : "4 KiB");
-  if (cfg.size < (2ull << 20)) fail("--memory: {} is too small (at least 2 MiB)", format_size(cfg.size));
-  if (cfg.size > (1ull << 46)) fail("--memory: {} is too large", format_size(cfg.size));
-  return cfg;
-}
 
 namespace {
 
@@ -76,32 +22,38 @@ void check_readable(const std::string& what, const std::string& path) {
   ::close(fd);
 }
 
+// The flags' texts, as typed; applied onto the config only when given.
+struct Texts {
+  std::string config_file, kernel, initrd, cmdline, memory, cpu, serial, api_socket, name, native, boot_log,
+      console, transport;
+  long long cpus = 1;
+  std::vector<std::string> disks, nets;
+  bool rng = false, balloon = false;
+};
+
 }  // namespace
 
 ParseResult parse_options(int argc, const char* const* argv) {
-  VmmOptions o;
-  std::string memory = "256M", native = "on";
-  long long cpus = 1;
-
+  Texts t;
   CLI::App app{"vireo-vmm: run one KVM virtual machine (see docs/vmm.md)", "vireo-vmm"};
-  app.add_option("--kernel", o.kernel, "bzImage, PVH ELF or Vireo test-guest ELF64")->required();
-  app.add_option("--initrd", o.initrd, "initial ramdisk (Linux)");
-  app.add_option("--cmdline", o.cmdline, "kernel command line");
-  app.add_option("--memory", memory, "SIZE or size=SIZE[,hugepages=on|off][,thp=on|off][,prealloc=on|off]")
-      ->capture_default_str();
-  app.add_option("--cpus", cpus, "number of vCPUs")->capture_default_str();
-  app.add_option("--cpu", o.cpu_text, "host-passthrough | host-model | custom[=MODEL]")->capture_default_str();
-  app.add_option("--serial", o.serial_text, "stdio | none | file=PATH | pty | unix=PATH")->capture_default_str();
-  app.add_option("--api-socket", o.api_socket, "control socket path (JSON lines)");
-  app.add_option("--name", o.name, "VM name (query-vm)")->capture_default_str();
-  app.add_option("--native", native, "on|off: PVM native mode for long-mode guests")->capture_default_str();
-  app.add_option("--boot-log", o.boot_log, "write boot-marker lines to FILE instead of stderr");
-  app.add_option("--disk", o.disk_texts, "virtio-blk: path=F[,format=raw|qcow2][,readonly=on][,cache=none]...");
-  app.add_option("--net", o.net_texts, "virtio-net: tap=NAME[,mac=M][,queues=N]");
-  app.add_option("--console", o.console_text, "virtio-console: stdio | pty | unix=PATH");
-  app.add_flag("--rng", o.rng, "virtio-rng");
-  app.add_flag("--balloon", o.balloon, "virtio-balloon");
-  app.add_option("--transport", o.transport_text, "virtio transport: pci (default) | mmio");
+  app.add_option("--config", t.config_file, "VM configuration (JSON, docs/vmm.md); other flags override it");
+  app.add_option("--kernel", t.kernel, "bzImage, PVH ELF or Vireo test-guest ELF64");
+  app.add_option("--initrd", t.initrd, "initial ramdisk (Linux)");
+  app.add_option("--cmdline", t.cmdline, "kernel command line");
+  app.add_option("--memory", t.memory, "SIZE or size=SIZE[,hugepages=on|off][,thp=on|off][,prealloc=on|off] (256M)");
+  app.add_option("--cpus", t.cpus, "number of vCPUs (1)");
+  app.add_option("--cpu", t.cpu, "host-passthrough | host-model | custom[=MODEL] (host-model)");
+  app.add_option("--serial", t.serial, "stdio | none | file=PATH | pty | unix=PATH (stdio)");
+  app.add_option("--api-socket", t.api_socket, "control socket path (JSON lines)");
+  app.add_option("--name", t.name, "VM name (query-vm; vireo)");
+  app.add_option("--native", t.native, "on|off: PVM native mode for long-mode guests (on)");
+  app.add_option("--boot-log", t.boot_log, "write boot-marker lines to FILE instead of stderr");
+  app.add_option("--disk", t.disks, "virtio-blk: path=F[,format=raw|qcow2][,readonly=on][,cache=none]...");
+  app.add_option("--net", t.nets, "virtio-net: tap=NAME[,mac=M][,queues=N]");
+  app.add_option("--console", t.console, "virtio-console: stdio | pty | unix=PATH");
+  app.add_flag("--rng", t.rng, "virtio-rng");
+  app.add_flag("--balloon", t.balloon, "virtio-balloon");
+  app.add_option("--transport", t.transport, "virtio transport: pci (default) | mmio");
 
   try {
     app.parse(argc, argv);
@@ -116,22 +68,45 @@ ParseResult parse_options(int argc, const char* const* argv) {
     std::replace(msg.begin(), msg.end(), '\n', ' ');
     fail("{}", msg);
   }
+  auto given = [&](const char* flag) { return app.count(flag) > 0; };
 
-  o.memory = parse_memory_spec(memory);
-  if (cpus <= 0) fail("--cpus: must be at least 1, got {}", cpus);
-  if (cpus > 4096) fail("--cpus {}: more vCPUs than KVM allows", cpus);
-  o.cpus = static_cast<uint32_t>(cpus);
-  o.cpu = cpu::parse_cpu_spec(o.cpu_text);
-  o.serial = parse_serial_spec(o.serial_text);
-  if (o.console_text == "stdio" && o.serial.kind == SerialSpec::Kind::Stdio)
-    o.serial.input = false;  // stdin belongs to the virtio console; serial output still goes to stdout
-  o.native = parse_on_off("--native", native);
-  if (o.name.empty()) fail("--name: must not be empty");
-  if (!o.api_socket.empty() && o.api_socket.size() >= 108) fail("--api-socket: path too long: {}", o.api_socket);
+  Launch l;
+  config::VmConfig& c = l.config;
+  if (given("--config")) c = config::load_vm_config(t.config_file);
+  else if (!given("--kernel")) fail("--kernel is required (or --config FILE)");
+  if (given("--kernel")) c.boot.kernel = t.kernel;
+  if (given("--initrd")) c.boot.initrd = t.initrd;
+  if (given("--cmdline")) c.boot.cmdline = t.cmdline;
+  if (given("--memory")) c.memory = config::parse_memory_spec(t.memory);
+  if (given("--cpus")) {
+    if (t.cpus <= 0) fail("--cpus: must be at least 1, got {}", t.cpus);
+    if (t.cpus > config::kMaxVcpus)
+      fail("--cpus {}: at most {} vCPUs are supported (8-bit APIC ids)", t.cpus, config::kMaxVcpus);
+    c.cpus = static_cast<uint32_t>(t.cpus);
+  }
+  if (given("--cpu")) c.cpu = cpu::parse_cpu_spec(t.cpu);
+  if (given("--serial")) c.serial = parse_serial_spec(t.serial);
+  if (given("--api-socket")) c.api_socket = t.api_socket;
+  if (given("--name")) c.name = t.name;
+  if (given("--native")) c.native = config::parse_on_off("--native", t.native);
+  if (given("--boot-log")) c.boot_log = t.boot_log;
+  if (given("--disk")) {
+    c.disks.clear();
+    for (const auto& d : t.disks) c.disks.push_back(config::parse_disk(d));
+  }
+  if (given("--net")) {
+    c.nets.clear();
+    for (const auto& n : t.nets) c.nets.push_back(config::parse_net(n));
+  }
+  if (given("--console")) c.console = config::parse_console(t.console);
+  if (given("--rng")) c.rng = t.rng;
+  if (given("--balloon")) c.balloon = t.balloon;
+  if (given("--transport")) c.transport = config::parse_transport(t.transport);
+  c.validate();
 
-  boot::probe_kernel(o.kernel);  // throws "kernel /x: ..." one-liners
-  if (!o.initrd.empty()) check_readable("initrd", o.initrd);
-  return ParseResult{std::move(o), 0};
+  boot::probe_kernel(c.boot.kernel);  // throws "kernel /x: ..." one-liners
+  if (!c.boot.initrd.empty()) check_readable("initrd", c.boot.initrd);
+  return ParseResult{std::move(l), 0};
 }
 
 }  // namespace vireo::vmm

@@ -162,7 +162,7 @@ INSTANTIATE_TEST_SUITE_P(
         BadCase{"<domain type='kvm'><name>a/b</name><memory>1</memory></domain>", "name: invalid domain name 'a/b'"},
         BadCase{DOM("<name>y</name><memory>1</memory>"), "domain: duplicate <name>"},
         BadCase{DOM("<uuid>1234</uuid><memory>1</memory>"), "uuid: malformed uuid '1234'"},
-        BadCase{DOM("<memory>1</memory><vcpu>0</vcpu>"), "vcpu: value '0' is out of range (1..255)"},
+        BadCase{DOM("<memory>1</memory><vcpu>0</vcpu>"), "vcpu: value '0' is out of range (1..254)"},
         BadCase{DOM("<memory>1</memory><vcpu current='3'>2</vcpu>"), "vcpu current: value '3' is out of range (1..2)"},
         BadCase{DOM("<memory>1</memory><on_crash>explode</on_crash>"),
                 "on_crash: unsupported value 'explode' (expected one of: destroy, restart, preserve, rename-restart, "
@@ -239,9 +239,9 @@ TEST(VmmArgs, RejectsWhatTheVmmCannotDo) {
 }
 
 TEST(VmmArgs, SerialWiringAndMemoryUnits) {
-  auto d = parse_domain_xml(DOM("<memory unit='KiB'>1536</memory><os><kernel>/k</kernel></os><devices><serial type='pty'/></devices>")).def;
+  auto d = parse_domain_xml(DOM("<memory unit='KiB'>2560</memory><os><kernel>/k</kernel></os><devices><serial type='pty'/></devices>")).def;
   auto a = vmm_args(d, {"/s.api", "unix=/s.con"});
-  std::vector<std::string> want = {"--name", "x",      "--kernel", "/k",           "--memory",     "1536K",
+  std::vector<std::string> want = {"--name", "x",      "--kernel", "/k",           "--memory",     "2560K",
                                    "--cpus", "1",      "--serial", "unix=/s.con",  "--api-socket", "/s.api"};
   EXPECT_EQ(a, want);
 }

@@ -1,5 +1,6 @@
 // The argv vireod builds for each golden definition must be accepted by vireo-vmm's own option parser
-// (src/vmm/options.cpp, src/virtio parse_disk/parse_net): no keys or flags vireo-vmm does not know.
+// (src/vmm/options.cpp, config::parse_disk/parse_net): no keys or flags vireo-vmm does not know, and it
+// describes exactly the VM configuration domain::vm_config() builds (the form vireod hands over as JSON).
 #include <gtest/gtest.h>
 
 #include <dirent.h>
@@ -11,7 +12,7 @@
 
 #include "common/error.h"
 #include "domain/domain.h"
-#include "virtio/virtio_devices.h"
+#include "config/flags.h"
 #include "vmm/options.h"
 
 namespace {
@@ -53,10 +54,10 @@ TEST_P(Compat, GoldenArgvParsesInVireoVmm) {
       std::string& v = a[i + 1];
       if (v.rfind(std::string("tap=") + vireo::domain::kAutoTapName, 0) == 0)
         v = "tap=vnet0" + v.substr(4 + std::string(vireo::domain::kAutoTapName).size());
-      EXPECT_NO_THROW(vireo::virtio::parse_net(v)) << v;
+      EXPECT_NO_THROW(vireo::config::parse_net(v)) << v;
       ++nets;
     } else if (a[i] == "--disk") {
-      EXPECT_NO_THROW(vireo::virtio::parse_disk(a[i + 1])) << a[i + 1];
+      EXPECT_NO_THROW(vireo::config::parse_disk(a[i + 1])) << a[i + 1];
       ++disks;
     }
   }
@@ -66,9 +67,16 @@ TEST_P(Compat, GoldenArgvParsesInVireoVmm) {
   for (auto& s : a) argv.push_back(s.c_str());
   try {
     auto r = vireo::vmm::parse_options(static_cast<int>(argv.size()), argv.data());
-    ASSERT_TRUE(r.options.has_value());
-    EXPECT_EQ(r.options->disk_texts.size(), disks);
-    EXPECT_EQ(r.options->net_texts.size(), nets);
+    ASSERT_TRUE(r.launch.has_value());
+    EXPECT_EQ(r.launch->config.disks.size(), disks);
+    EXPECT_EQ(r.launch->config.nets.size(), nets);
+    // The flags rebuild the very configuration vm_config() produces (same JSON), apart from the stand-ins.
+    auto want = vireo::domain::vm_config(parsed.def, {"/tmp/vireo-compat.api", "stdio"});
+    want.boot.kernel = kernel;
+    if (!want.boot.initrd.empty()) want.boot.initrd = "/dev/null";
+    for (auto& n : want.nets)
+      if (n.tap == vireo::domain::kAutoTapName) n.tap = "vnet0";
+    EXPECT_EQ(vireo::config::to_json(r.launch->config).dump(1), vireo::config::to_json(want).dump(1));
   } catch (const vireo::Error& e) {
     ADD_FAILURE() << "vireo-vmm rejects the argv for " << GetParam() << ": " << e.what();
   }
@@ -85,8 +93,8 @@ TEST(Compat, DiskKeysVireoVmmLacksAreNotPassed) {
   std::string disk;
   for (size_t i = 0; i + 1 < a.size(); ++i)
     if (a[i] == "--disk") disk = a[i + 1];
-  EXPECT_EQ(disk, "path=/d.img,format=raw,cache=writeback");
-  EXPECT_NO_THROW(vireo::virtio::parse_disk(disk));
+  EXPECT_EQ(disk, "path=/d.img,format=raw");  // unsafe runs as writeback, the default
+  EXPECT_NO_THROW(vireo::config::parse_disk(disk));
   const auto& u = parsed.unsupported;
   EXPECT_NE(std::find(u.begin(), u.end(), "devices/disk driver io='io_uring'"), u.end());
   EXPECT_NE(std::find(u.begin(), u.end(), "devices/disk driver discard='unmap'"), u.end());

@@ -8,6 +8,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <thread>
 
 #include "block/backend.h"
 #include "block/block.h"
@@ -144,6 +145,39 @@ TEST_F(VirtioBlk, WriteLandsInFileAndReadsBack) {
   std::vector<uint8_t> back(8192);
   h_.memory().read(kBuf, back);
   EXPECT_EQ(back, pattern);
+}
+
+// Pause drains what is in flight: once pause() returns, the used ring and the buffers stay still until
+// resume(), which then finishes every request that was queued meanwhile.
+TEST_F(VirtioBlk, PauseDrainsInFlightAndStopsDma) {
+  make(false);
+  constexpr uint16_t kN = 5;  // 3 descriptors each, 16 in the ring
+  for (uint16_t r = 0; r < kN; ++r) {
+    const uint64_t hdr = kHdr + 0x100 * r, buf = 0x300000 + 0x10000 * r, st = kStatus + 0x10 * r;
+    h_.memory().write_obj(hdr, Header{blk::kTIn, 0, uint64_t{r} * 8});
+    h_.memory().write_obj<uint8_t>(st, 0xee);
+    const uint16_t d = static_cast<uint16_t>(3 * r);
+    ring_->set_desc(d, hdr, sizeof(Header), kDescFNext, d + 1);
+    ring_->set_desc(d + 1, buf, 4096, kDescFNext | kDescFWrite, d + 2);
+    ring_->set_desc(d + 2, st, 1, kDescFWrite);
+  }
+  for (uint16_t r = 0; r < kN / 2; ++r) ring_->publish(static_cast<uint16_t>(3 * r));
+  driver_->notify(0);
+  pci_->pause();
+  const uint16_t at_pause = ring_->used_idx();
+  for (uint16_t r = kN / 2; r < kN; ++r) ring_->publish(static_cast<uint16_t>(3 * r));
+  driver_->notify(0);
+  std::this_thread::sleep_for(std::chrono::milliseconds(150));
+  EXPECT_EQ(ring_->used_idx(), at_pause);
+  for (uint16_t r = at_pause; r < kN; ++r) EXPECT_EQ(h_.memory().read_obj<uint8_t>(kStatus + 0x10 * r), 0xee) << r;
+  pci_->resume();
+  ASSERT_TRUE(FakeHooks::wait_for([&] { return ring_->used_idx() == kN; }));
+  for (uint16_t r = 0; r < kN; ++r) {
+    EXPECT_EQ(h_.memory().read_obj<uint8_t>(kStatus + 0x10 * r), blk::kSOk) << r;
+    std::vector<uint8_t> b(4096);
+    h_.memory().read(0x300000 + 0x10000 * r, b);
+    EXPECT_EQ(b, file_bytes(uint64_t{r} * 8 * 512, 4096)) << r;
+  }
 }
 
 TEST_F(VirtioBlk, GetIdAndErrors) {

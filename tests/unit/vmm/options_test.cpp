@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "common/error.h"
+#include "config/flags.h"
 
 namespace vireo::vmm {
 namespace {
@@ -17,15 +18,15 @@ namespace {
 constexpr uint64_t MiB = 1ull << 20;
 
 TEST(MemorySpec, PlainSizes) {
-  EXPECT_EQ(parse_memory_spec("64M").size, 64 * MiB);
-  EXPECT_EQ(parse_memory_spec("1G").size, 1024 * MiB);
-  EXPECT_EQ(parse_memory_spec("128").size, 128 * MiB);  // bare number = MiB, as QEMU's -m
-  EXPECT_FALSE(parse_memory_spec("64M").hugepages);
-  EXPECT_TRUE(parse_memory_spec("64M").thp);
+  EXPECT_EQ(config::parse_memory_spec("64M").size, 64 * MiB);
+  EXPECT_EQ(config::parse_memory_spec("1G").size, 1024 * MiB);
+  EXPECT_EQ(config::parse_memory_spec("128").size, 128 * MiB);  // bare number = MiB, as QEMU's -m
+  EXPECT_FALSE(config::parse_memory_spec("64M").hugepages);
+  EXPECT_TRUE(config::parse_memory_spec("64M").thp);
 }
 
 TEST(MemorySpec, KeyValueForm) {
-  auto c = parse_memory_spec("size=1G,hugepages=on,thp=off,prealloc=on");
+  auto c = config::parse_memory_spec("size=1G,hugepages=on,thp=off,prealloc=on");
   EXPECT_EQ(c.size, 1024 * MiB);
   EXPECT_TRUE(c.hugepages);
   EXPECT_FALSE(c.thp);
@@ -34,7 +35,7 @@ TEST(MemorySpec, KeyValueForm) {
 
 void expect_error(const std::string& spec, const std::string& fragment) {
   try {
-    parse_memory_spec(spec);
+    config::parse_memory_spec(spec);
     FAIL() << spec << " accepted";
   } catch (const Error& e) {
     const std::string w = e.what();
@@ -89,9 +90,9 @@ TEST_F(Options, DefaultsAndValues) {
   const std::string g = guest();
   argv[2] = g.c_str();
   auto r = parse_options(15, argv);
-  ASSERT_TRUE(r.options.has_value());
-  const auto& o = *r.options;
-  EXPECT_EQ(o.kernel, g);
+  ASSERT_TRUE(r.launch.has_value());
+  const auto& o = r.launch->config;
+  EXPECT_EQ(o.boot.kernel, g);
   EXPECT_EQ(o.memory.size, 64 * MiB);
   EXPECT_EQ(o.cpus, 3u);
   EXPECT_EQ(o.serial.kind, SerialSpec::Kind::None);
@@ -101,12 +102,12 @@ TEST_F(Options, DefaultsAndValues) {
 
   const char* argv2[] = {"vireo-vmm", "--kernel", g.c_str()};
   auto d = parse_options(3, argv2);
-  ASSERT_TRUE(d.options.has_value());
-  EXPECT_EQ(d.options->memory.size, 256 * MiB);
-  EXPECT_EQ(d.options->cpus, 1u);
-  EXPECT_EQ(d.options->serial.kind, SerialSpec::Kind::Stdio);
-  EXPECT_TRUE(d.options->native);
-  EXPECT_EQ(d.options->cpu.mode, cpu::CpuMode::HostModel);
+  ASSERT_TRUE(d.launch.has_value());
+  EXPECT_EQ(d.launch->config.memory.size, 256 * MiB);
+  EXPECT_EQ(d.launch->config.cpus, 1u);
+  EXPECT_EQ(d.launch->config.serial.kind, SerialSpec::Kind::Stdio);
+  EXPECT_TRUE(d.launch->config.native);
+  EXPECT_EQ(d.launch->config.cpu.mode, cpu::CpuMode::HostModel);
 }
 
 TEST_F(Options, BadInputIsOneLine) {
@@ -155,6 +156,44 @@ TEST_F(Options, TruncatedBzImageIsRejected) {
   }
   const std::string e = parse_error({"--kernel", t});
   EXPECT_NE(e.find("truncated"), std::string::npos) << e;
+}
+
+// --config FILE: the JSON file is the configuration; flags given as well override it.
+TEST_F(Options, ConfigFileAndOverrides) {
+  const std::string g = guest();
+  const std::string path = ::testing::TempDir() + "/vm-options-test.json";
+  config::VmConfig c;
+  c.name = "from-file";
+  c.boot.kernel = g;
+  c.memory.size = 96 * MiB;
+  c.cpus = 2;
+  c.disks.push_back(config::parse_disk("path=/a.img,format=raw,serial=s1"));
+  c.rng = true;
+  config::write_vm_config(path, c);
+
+  const char* a1[] = {"vireo-vmm", "--config", path.c_str()};
+  auto r = parse_options(3, a1);
+  ASSERT_TRUE(r.launch.has_value());
+  EXPECT_EQ(config::to_json(r.launch->config), config::to_json(c));
+
+  const char* a2[] = {"vireo-vmm", "--config", path.c_str(), "--cpus", "3", "--disk", "path=/b.img", "--name", "cli"};
+  r = parse_options(9, a2);
+  ASSERT_TRUE(r.launch.has_value());
+  const auto& o = r.launch->config;
+  EXPECT_EQ(o.name, "cli");
+  EXPECT_EQ(o.cpus, 3u);
+  EXPECT_EQ(o.memory.size, 96 * MiB);  // from the file
+  ASSERT_EQ(o.disks.size(), 1u);       // a repeatable flag replaces the list
+  EXPECT_EQ(o.disks[0].path, "/b.img");
+  EXPECT_TRUE(o.rng);
+
+  EXPECT_EQ(parse_error({"--config", "/nonexistent/vm.json"}), "--config /nonexistent/vm.json: no such file or directory");
+  { std::ofstream(path) << R"({"boot": {"kernel": ")" << g << R"("}, "memroy": {"size": 1}})"; }
+  EXPECT_EQ(parse_error({"--config", path}), path + ": memroy: unknown key");
+  { std::ofstream(path) << "{\"boot\": "; }
+  EXPECT_EQ(parse_error({"--config", path}).rfind(path + ": not valid JSON: ", 0), 0u);
+  EXPECT_EQ(parse_error({}), "--kernel is required (or --config FILE)");
+  std::filesystem::remove(path);
 }
 
 }  // namespace
