@@ -13,6 +13,8 @@ int main(int argc, char** argv) {
   app.require_subcommand(1);
   vireo::cli::Verbs verbs(app, cli);
   vireo::cli::add_domain_verbs(verbs);
+  vireo::cli::add_network_verbs(verbs);
+  vireo::cli::add_storage_verbs(verbs);
 
   try {
     app.parse(argc, argv);

@@ -17,6 +17,8 @@
 #include "client/wire.h"
 #include "common/error.h"
 #include "daemon/domain_driver.h"
+#include "daemon/network_driver.h"
+#include "daemon/storage_driver.h"
 
 namespace vireo::daemon {
 
@@ -50,6 +52,12 @@ Daemon::Daemon(Options opts) {
     allowed_gid_ = g->gr_gid;
   }
   // Order matters for load and autostart: what domains use (networks, pools) comes first.
+  auto networks = std::make_unique<NetworkDriver>(host_);
+  host_.networks = networks.get();
+  drivers_.push_back(std::move(networks));
+  auto storage = std::make_unique<StorageDriver>(host_);
+  host_.storage = storage.get();
+  drivers_.push_back(std::move(storage));
   auto domains = std::make_unique<DomainDriver>(host_);
   host_.domains = domains.get();
   drivers_.push_back(std::move(domains));
@@ -62,6 +70,11 @@ Daemon::Daemon(Options opts) {
 }
 
 Daemon::~Daemon() = default;
+
+void Daemon::define_defaults() {
+  host_.networks->define_default_if_missing();
+  host_.storage->define_default_if_missing();
+}
 
 void Daemon::load() {
   host_.paths.create();

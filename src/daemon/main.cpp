@@ -17,7 +17,7 @@ int main(int argc, char** argv) {
   vireo::daemon::Options o;
   std::string mode = "0660";
   int start_timeout = 30, stop_timeout = 10;
-  bool no_autostart = false;
+  bool no_autostart = false, define_defaults = false;
   CLI::App app{"vireod: the Vireo management daemon"};
   app.add_option("--root", o.root, "relocate /etc/vireo, /var/lib/vireo and /run/vireo under DIR (default: $VIREO_ROOT)");
   app.add_option("--vmm", o.vmm, "vireo-vmm binary (default: $VIREO_VMM, else vireo-vmm next to vireod)");
@@ -25,7 +25,10 @@ int main(int argc, char** argv) {
   app.add_option("--socket-mode", mode, "permissions of the API socket (octal, default 0660)");
   app.add_option("--start-timeout", start_timeout, "seconds to wait for a VMM's control socket (default 30)");
   app.add_option("--stop-timeout", stop_timeout, "seconds between SIGTERM and SIGKILL on destroy (default 10)");
-  app.add_flag("--no-autostart", no_autostart, "do not start autostart domains");
+  app.add_flag("--no-autostart", no_autostart, "do not start autostart domains, networks and pools");
+  app.add_option("--dnsmasq", o.dnsmasq, "dnsmasq binary for virtual networks (default: $VIREO_DNSMASQ, else dnsmasq)");
+  app.add_flag("--define-defaults", define_defaults,
+               "define the network 'default' and the pool 'default' if missing, then exit (scripts/setup.sh)");
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -57,7 +60,13 @@ int main(int argc, char** argv) {
     o.autostart = !no_autostart;
     signal(SIGPIPE, SIG_IGN);
     signal(SIGCHLD, SIG_IGN);  // monitors are reaped automatically; their exits are seen through pidfds
+    if (const char* v = std::getenv("VIREO_DNSMASQ"); v && *v && o.dnsmasq == "dnsmasq") o.dnsmasq = v;
     vireo::daemon::Daemon d(o);
+    if (define_defaults) {
+      d.load();
+      d.define_defaults();
+      return 0;
+    }
     int rc = d.run();
     std::fflush(nullptr);
     _exit(rc);  // connection/watch threads are detached; do not run static destructors under them
