@@ -375,6 +375,8 @@ void add_storage_verbs(Verbs& v) {
       cap.erase(0, 1);
       shrink = true;
       if (!o->delta) cmd_fail({"negative size requires --delta"});
+    } else if (!cap.empty() && cap[0] == '+') {
+      cap.erase(0, 1);  // strtoull's leading '+', which virsh takes too
     }
     uint64_t bytes = 0;
     try {
@@ -400,7 +402,7 @@ void add_storage_verbs(Verbs& v) {
                                const int fd = up ? ::open(o->file.c_str(), O_RDONLY | O_CLOEXEC)
                                                  : ::open(o->file.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
                                if (fd < 0) cmd_fail({std::string("cannot open ") + o->file + ": " + std::strerror(errno)});
-                               std::vector<uint8_t> buf(4 << 20);
+                               std::vector<uint8_t> buf(1 << 20);  // a request line stays well under vireod's 4 MiB limit
                                for (uint64_t off = o->offset; off < end;) {
                                  const uint64_t n = std::min<uint64_t>(buf.size(), end - off);
                                  if (up) {

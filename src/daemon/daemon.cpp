@@ -94,6 +94,9 @@ int Daemon::run() {
   UniqueFd sfd(::signalfd(-1, &set, SFD_CLOEXEC));
   if (!sfd) throw_errno("signalfd");
 
+  if (host_.opts.autostart)
+    for (auto& d : drivers_)
+      if (!d->autostart_in_background()) d->autostart();
   const std::string sock = host_.paths.socket();
   UniqueFd listener = unix_listen(sock, host_.opts.socket_mode);
   if (allowed_gid_ != static_cast<gid_t>(-1) && ::chown(sock.c_str(), static_cast<uid_t>(-1), allowed_gid_) < 0)
@@ -101,7 +104,8 @@ int Daemon::run() {
   log("listening on " + sock);
   if (host_.opts.autostart)
     std::thread([this] {
-      for (auto& d : drivers_) d->autostart();
+      for (auto& d : drivers_)
+        if (d->autostart_in_background()) d->autostart();
     }).detach();
 
   for (;;) {

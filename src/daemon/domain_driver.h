@@ -52,6 +52,7 @@ class DomainDriver : public Driver {
   void register_methods(MethodTable& table) override;
   void load() override;
   void autostart() override;
+  bool autostart_in_background() const override { return true; }
 
   DomPtr lookup(const std::string& key);  // name, id or uuid; throws RpcError(kNoDomain)
   // Every domain (a snapshot of the table).

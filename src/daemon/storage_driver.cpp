@@ -117,7 +117,9 @@ void StorageDriver::register_methods(MethodTable& t) {
           }
           std::optional<VolDef> from;
           if (a.contains("from_pool")) {
-            auto fp = find(param_str(a, "from_pool"));
+            auto fpi = pools_.find(param_str(a, "from_pool"));  // mu_ is held: no find()
+            if (fpi == pools_.end()) no_pool(param_str(a, "from_pool"), false);
+            auto& fp = fpi->second;
             auto it = fp->vols.find(param_str(a, "from_volume"));
             if (!fp->active || it == fp->vols.end())
               throw RpcError(kNoVolume, "Storage volume not found: no storage vol with matching name '" + param_str(a, "from_volume") + "'");
