@@ -67,9 +67,7 @@ void add_network_verbs(Verbs& v) {
                       n.value("persistent", false) ? "yes" : "no"});
     }
     if (!o->name && !o->uuid) {
-      std::string t = format_table(rows);
-      if (cli.quiet) t = t.substr(t.find('\n', t.find('\n') + 1) + 1);
-      write_stdout(t);
+      write_stdout(format_table(rows, cli.quiet));
     }
     return 0;
   });
@@ -180,7 +178,7 @@ void add_network_verbs(Verbs& v) {
                       l.value("ip", "") + "/" + std::to_string(l.value("prefix", 0)), dash(l.value("hostname", "")),
                       dash(l.value("client_id", ""))});
     }
-    write_stdout(format_table(rows));
+    write_stdout(format_table(rows, cli.quiet));
     return 0;
   }));
   leases->add_option("--mac", o->mac, "MAC address");

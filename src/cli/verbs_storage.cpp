@@ -115,7 +115,7 @@ void add_storage_verbs(Verbs& v) {
       }
       rows.push_back(r);
     }
-    if (!o->name && !o->uuid) write_stdout(format_table(rows));
+    if (!o->name && !o->uuid) write_stdout(format_table(rows, cli.quiet));
     return 0;
   });
   list->add_flag("--all", o->all, "list inactive & active pools");
@@ -253,7 +253,7 @@ void add_storage_verbs(Verbs& v) {
       }
       rows.push_back(r);
     }
-    write_stdout(format_table(rows));
+    write_stdout(format_table(rows, cli.quiet));
     return 0;
   }))->add_flag("--details", o->details, "display extended details for volumes");
 

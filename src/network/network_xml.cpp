@@ -195,6 +195,8 @@ NetworkDef parse_network_xml(const std::string& text, bool gen_uuid) {
       if (dev.empty()) fail("forward interface: missing dev attribute");
       fw.interfaces.push_back(dev);
     }
+    // libvirt lists forward dev as the first <interface> too.
+    if (!fw.dev.empty() && fw.interfaces.empty()) fw.interfaces.push_back(fw.dev);
     if (!fw.dev.empty() && !fw.interfaces.empty() && fw.interfaces[0] != fw.dev)
       fail("forward dev '{}' must match the first interface element dev '{}'", fw.dev, fw.interfaces[0]);
   }

@@ -92,6 +92,12 @@ PoolDef parse_pool_xml(const std::string& text, bool gen_uuid) {
     if (d.target_path.empty()) fail("missing storage pool target path");
     if (d.target_path[0] != '/') fail("pool target path '{}' is not absolute", d.target_path);
   };
+  // libvirt's default source formats.
+  if (d.source.format.empty()) {
+    if (d.type == "fs" || d.type == "netfs") d.source.format = "auto";
+    else if (d.type == "logical") d.source.format = "lvm2";
+    else if (d.type == "disk") d.source.format = "unknown";
+  }
   if (d.type == "dir") need_target();
   else if (d.type == "fs") {
     need_target();
