@@ -15,6 +15,7 @@ int main(int argc, char** argv) {
   vireo::cli::add_domain_verbs(verbs);
   vireo::cli::add_network_verbs(verbs);
   vireo::cli::add_storage_verbs(verbs);
+  vireo::cli::add_interface_verbs(verbs);
 
   try {
     app.parse(argc, argv);

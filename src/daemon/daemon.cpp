@@ -17,6 +17,7 @@
 #include "client/wire.h"
 #include "common/error.h"
 #include "daemon/domain_driver.h"
+#include "daemon/interface_driver.h"
 #include "daemon/network_driver.h"
 #include "daemon/storage_driver.h"
 
@@ -58,6 +59,9 @@ Daemon::Daemon(Options opts) {
   auto storage = std::make_unique<StorageDriver>(host_);
   host_.storage = storage.get();
   drivers_.push_back(std::move(storage));
+  auto interfaces = std::make_unique<InterfaceDriver>(host_);
+  host_.interfaces = interfaces.get();
+  drivers_.push_back(std::move(interfaces));
   auto domains = std::make_unique<DomainDriver>(host_);
   host_.domains = domains.get();
   drivers_.push_back(std::move(domains));

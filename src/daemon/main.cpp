@@ -59,7 +59,8 @@ int main(int argc, char** argv) {
     o.stop_timeout_ms = stop_timeout * 1000;
     o.autostart = !no_autostart;
     signal(SIGPIPE, SIG_IGN);
-    signal(SIGCHLD, SIG_IGN);  // monitors are reaped automatically; their exits are seen through pidfds
+    // SIGCHLD stays default: vireod waits for the tools it runs (lvm2, ovs-vsctl, dnsmasq's parent) and
+    // reaps its monitors when their pidfd fires (an ignored SIGCHLD would discard every exit status).
     if (const char* v = std::getenv("VIREO_DNSMASQ"); v && *v && o.dnsmasq == "dnsmasq") o.dnsmasq = v;
     vireo::daemon::Daemon d(o);
     if (define_defaults) {

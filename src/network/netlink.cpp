@@ -330,6 +330,19 @@ void add_address(const std::string& name, const std::string& address, unsigned p
   check(transact(m.nlh), what);
 }
 
+void del_address(const std::string& name, const std::string& address, unsigned prefix, bool v6) {
+  const std::string what = "remove address " + address + "/" + std::to_string(prefix) + " from " + name;
+  unsigned char bin[16];
+  if (::inet_pton(v6 ? AF_INET6 : AF_INET, address.c_str(), bin) != 1) fail("{}: invalid address", what);
+  Msg m(RTM_DELADDR, 0);
+  auto* ifa = static_cast<ifaddrmsg*>(mnl_nlmsg_put_extra_header(m.nlh, sizeof(ifaddrmsg)));
+  ifa->ifa_family = v6 ? AF_INET6 : AF_INET;
+  ifa->ifa_prefixlen = static_cast<unsigned char>(prefix);
+  ifa->ifa_index = static_cast<unsigned>(index_of(name, what));
+  mnl_attr_put(m.nlh, IFA_LOCAL, v6 ? 16 : 4, bin);
+  check(transact(m.nlh), what);
+}
+
 void add_route(const std::string& dst, unsigned prefix, const std::string& gateway, bool v6, unsigned metric) {
   const std::string what = "add route " + dst + "/" + std::to_string(prefix) + " via " + gateway;
   unsigned char d[16], g[16];

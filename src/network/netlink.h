@@ -56,6 +56,7 @@ void set_up(const std::string& name, bool up);
 void set_mtu(const std::string& name, unsigned mtu);
 void set_master(const std::string& name, const std::string& master);  // "" releases
 void add_address(const std::string& name, const std::string& address, unsigned prefix, bool v6);
+void del_address(const std::string& name, const std::string& address, unsigned prefix, bool v6);
 void add_route(const std::string& dst, unsigned prefix, const std::string& gateway, bool v6, unsigned metric);
 // Bridge VLAN filtering on a port: `pvid` + untagged for an access port, or tagged members for a trunk.
 void bridge_vlan_add(const std::string& port, unsigned vid, bool pvid, bool untagged);

@@ -314,3 +314,53 @@ def test_bad_xml_clashes_and_busy_names_are_one_line_errors(host, short_root):
         assert not (short_root / "root/etc/vireo/networks/busy.xml").exists()
     finally:
         d.cleanup()
+
+
+def test_host_interfaces_list_dump_define_and_bridge_an_uplink(host, short_root):
+    d = start_daemon(short_root / "root", host, defaults=False)
+    try:
+        host.run("ip", "link", "add", "up1", "address", "52:54:00:77:00:01", "type", "veth", "peer", "name", "up1p")
+        host.run("ip", "addr", "add", "10.77.0.2/24", "dev", "up1")
+        host.run("ip", "link", "set", "up1", "up")
+        host.run("ip", "link", "set", "up1p", "up")
+        lst = d.ok("iface-list").splitlines()
+        assert lst[0].split() == ["Name", "State", "MAC", "Address"]
+        assert ["up1", "active", "52:54:00:77:00:01"] in [l.split() for l in lst[2:]]
+        x = d.ok("iface-dumpxml", "up1")
+        assert x.startswith("<interface type='ethernet' name='up1'>")
+        assert "<ip address='10.77.0.2' prefix='24'/>" in x and "<mac address='52:54:00:77:00:01'/>" in x
+        # The uplink into a bridge in one command: the bridge takes the uplink's MAC and addresses.
+        assert d.ok("iface-bridge", "up1", "br7") == ("Created bridge br7 with attached device up1\n"
+                                                      "Bridge interface br7 started\n\n")
+        assert host.run("readlink", "/sys/class/net/up1/master").stdout.strip().endswith("/br7")
+        bx = d.ok("iface-dumpxml", "br7")
+        assert bx.startswith("<interface type='bridge' name='br7'>")
+        assert "<ip address='10.77.0.2' prefix='24'/>" in bx and "<interface type='ethernet' name='up1'>" in bx
+        addrs = json.loads(host.run("ip", "-j", "addr", "show", "up1").stdout)[0]["addr_info"]
+        assert not [a for a in addrs if a["family"] == "inet"]
+        assert d.ok("iface-unbridge", "br7") == "Device up1 un-attached from bridge br7\nInterface up1 started\n\n"
+        assert host.run("ip", "link", "show", "br7", check=False).returncode != 0
+        addrs = json.loads(host.run("ip", "-j", "addr", "show", "up1").stdout)[0]["addr_info"]
+        assert "10.77.0.2" in [a["local"] for a in addrs]
+        # A defined bridge with a member: start creates and enslaves, destroy removes.
+        f = short_root / "br8.xml"
+        f.write_text("<interface type='bridge' name='br8'><start mode='onboot'/><protocol family='ipv4'>"
+                     "<ip address='10.88.0.1' prefix='24'/></protocol><bridge stp='off' delay='0'>"
+                     "<interface type='ethernet' name='up1p'/></bridge></interface>")
+        assert d.ok("iface-define", str(f)) == f"Interface br8 defined from {f}\n\n"
+        assert ["br8", "inactive"] in [l.split()[:2] for l in d.ok("iface-list", "--all").splitlines()]
+        assert d.ok("iface-start", "br8") == "Interface br8 started\n\n"
+        assert host.run("readlink", "/sys/class/net/up1p/master").stdout.strip().endswith("/br8")
+        assert d.ok("iface-destroy", "br8") == "Interface br8 destroyed\n\n"
+        assert host.run("ip", "link", "show", "br8", check=False).returncode != 0
+        assert d.ok("iface-undefine", "br8") == "Interface br8 undefined\n\n"
+        # Errors: bad XML, unknown interface.
+        f.write_text("<interface type='team' name='t0'/>")
+        r = d.cli("iface-define", str(f))
+        assert r.returncode == 1 and r.stderr.splitlines()[1].startswith(
+            "error: XML error: interface type: unsupported value 'team'")
+        r = d.cli("iface-dumpxml", "nope0")
+        assert r.stderr == ("error: failed to get interface 'nope0'\n"
+                            "error: Interface not found: couldn't find interface named 'nope0'\n")
+    finally:
+        d.cleanup()
