@@ -33,3 +33,8 @@ fi
 cmake -S . -B build -G Ninja "$@"
 cmake --build build -j"$(nproc)"
 echo "setup: build complete in build/"
+# As libvirt's packaging does: the network "default" (NAT 192.168.122.0/24 + DHCP) and the pool "default"
+# (/var/lib/vireo/images) are defined with autostart; vireod starts them. Only the definitions are written.
+if [ "$(id -u)" -eq 0 ] && [ "${VIREO_SKIP_DEFAULTS:-0}" != "1" ]; then
+  build/vireod --define-defaults || echo "setup: default network/pool not defined (is a vireod already running?)" >&2
+fi

@@ -17,7 +17,13 @@ B = os.environ["VIREO_BUILD_DIR"]
 S = os.environ["VIREO_SOURCE_DIR"]
 DOUBLE = f"{S}/tests/integration/mgmt/vmm_double.py"
 R = tempfile.mkdtemp(prefix="vk", dir="/tmp")
-ENV = dict(os.environ, VIREO_ROOT=f"{R}/root", DM_DISABLE_UDEV="1")
+# The kit's / is the host's, read-only: LVM keeps its metadata backups under LVM_SYSTEM_DIR instead of
+# /etc/lvm (vireod passes its environment to the lvm2 tools); no udev in the kit, so device-mapper makes
+# its own nodes.
+os.makedirs(f"{R}/lvm", exist_ok=True)
+if os.path.exists("/etc/lvm/lvm.conf"):
+    open(f"{R}/lvm/lvm.conf", "w").write(open("/etc/lvm/lvm.conf").read())
+ENV = dict(os.environ, VIREO_ROOT=f"{R}/root", DM_DISABLE_UDEV="1", LVM_SYSTEM_DIR=f"{R}/lvm")
 failures = 0
 
 
