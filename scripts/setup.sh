@@ -18,6 +18,10 @@ PACKAGES=(
   # tests: python runner, the real qemu-img/qemu-io as the interop oracle, QEMU for side-by-side runs,
   # a real Debian kernel (bzImage parser tests), network namespaces and taps
   python3 python3-pytest qemu-utils qemu-system-x86 linux-image-cloud-amd64 iproute2 fio procps
+  # management: virtual networks (netlink, nftables, dnsmasq, Open vSwitch), storage pools (LVM, NFS,
+  # iSCSI, partitions), and virsh's test driver as the oracle for texts and XML
+  libmnl-dev libnftables-dev nftables dnsmasq-base openvswitch-switch lvm2 nfs-kernel-server tgt open-iscsi
+  parted libvirt-clients
   # the KVM kit (tests/support, docs/kvm-kit.md): a kernel with 9p + kvm_amd modules, a static busybox
   linux-image-amd64 busybox-static
   # remote access and the shell (docs/remote.md): GnuTLS, libedit; tests: a real sshd, certtool,
@@ -35,3 +39,8 @@ fi
 cmake -S . -B build -G Ninja "$@"
 cmake --build build -j"$(nproc)"
 echo "setup: build complete in build/"
+# As libvirt's packaging does: the network "default" (NAT 192.168.122.0/24 + DHCP) and the pool "default"
+# (/var/lib/vireo/images) are defined with autostart; vireod starts them. Only the definitions are written.
+if [ "$(id -u)" -eq 0 ] && [ "${VIREO_SKIP_DEFAULTS:-0}" != "1" ]; then
+  build/vireod --define-defaults || echo "setup: default network/pool not defined (is a vireod already running?)" >&2
+fi

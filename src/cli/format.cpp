@@ -39,10 +39,29 @@ std::string format_table(const std::vector<std::vector<std::string>>& rows) {
   return out;
 }
 
-std::string format_list(const std::vector<client::DomainSummary>& doms) {
+std::string format_table_quiet(const std::vector<std::vector<std::string>>& rows) {
+  if (rows.size() <= 1) return "";
+  const size_t ncol = rows[0].size();
+  std::vector<size_t> maxw(ncol, 0);
+  for (size_t r = 1; r < rows.size(); ++r)
+    for (size_t i = 0; i < ncol && i < rows[r].size(); ++i) maxw[i] = std::max(maxw[i], width(rows[r][i]));
+  std::string out;
+  for (size_t r = 1; r < rows.size(); ++r) {
+    for (size_t i = 0; i < ncol; ++i) {
+      const std::string cell = i < rows[r].size() ? rows[r][i] : "";
+      out += ' ';
+      out += cell;
+      if (i + 1 < ncol) out.append(maxw[i] - width(cell) + 2, ' ');
+    }
+    out += '\n';
+  }
+  return out;
+}
+
+std::string format_list(const std::vector<client::DomainSummary>& doms, bool quiet) {
   std::vector<std::vector<std::string>> rows = {{"Id", "Name", "State"}};
   for (const auto& d : doms) rows.push_back({d.active && d.id >= 0 ? std::to_string(d.id) : "-", d.name, d.state});
-  return format_table(rows);
+  return format_table(rows, quiet);
 }
 
 std::string format_dominfo(const client::DomainInfo& i) {

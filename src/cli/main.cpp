@@ -11,6 +11,9 @@ void add_verbs(vireo::cli::Verbs& verbs) {
   vireo::cli::add_domain_verbs(verbs);
   vireo::cli::add_domain_stats_verbs(verbs);
   vireo::cli::add_host_verbs(verbs);
+  vireo::cli::add_network_verbs(verbs);
+  vireo::cli::add_storage_verbs(verbs);
+  vireo::cli::add_interface_verbs(verbs);
   vireo::cli::add_shell_verbs(verbs);
 }
 }  // namespace

@@ -139,9 +139,7 @@ int list(Cli& cli, const ListFlags& f) {
       else std::printf("%s\n", f.uuid_only ? d.uuid.c_str() : d.name.c_str());
     }
   } else {
-    std::string t = format_list(keep);
-    if (cli.quiet) t = t.substr(t.find('\n', t.find('\n') + 1) + 1);  // no header with -q, as virsh
-    write_stdout(t);
+    write_stdout(format_list(keep, cli.quiet));  // -q: no header, widths from the rows (vsh-table)
   }
   return 0;
 }

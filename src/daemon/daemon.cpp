@@ -18,6 +18,9 @@
 #include "common/error.h"
 #include "daemon/domain_driver.h"
 #include "daemon/host_driver.h"
+#include "daemon/interface_driver.h"
+#include "daemon/network_driver.h"
+#include "daemon/storage_driver.h"
 
 namespace vireo::daemon {
 
@@ -51,6 +54,15 @@ Daemon::Daemon(Options opts) {
     allowed_gid_ = g->gr_gid;
   }
   // Order matters for load and autostart: what domains use (networks, pools) comes first.
+  auto networks = std::make_unique<NetworkDriver>(host_);
+  host_.networks = networks.get();
+  drivers_.push_back(std::move(networks));
+  auto storage = std::make_unique<StorageDriver>(host_);
+  host_.storage = storage.get();
+  drivers_.push_back(std::move(storage));
+  auto interfaces = std::make_unique<InterfaceDriver>(host_);
+  host_.interfaces = interfaces.get();
+  drivers_.push_back(std::move(interfaces));
   auto domains = std::make_unique<DomainDriver>(host_);
   host_.domains = domains.get();
   drivers_.push_back(std::move(domains));
@@ -64,6 +76,11 @@ Daemon::Daemon(Options opts) {
 }
 
 Daemon::~Daemon() = default;
+
+void Daemon::define_defaults() {
+  host_.networks->define_default_if_missing();
+  host_.storage->define_default_if_missing();
+}
 
 void Daemon::load() {
   host_.paths.create();
@@ -83,11 +100,16 @@ int Daemon::run() {
   UniqueFd sfd(::signalfd(-1, &set, SFD_CLOEXEC));
   if (!sfd) throw_errno("signalfd");
 
+  // Networks and pools come up before clients can connect (domains need them); domains autostart afterwards.
+  if (host_.opts.autostart)
+    for (auto& d : drivers_)
+      if (!d->autostart_in_background()) d->autostart();
   Listeners listeners(host_.paths, host_.opts.socket_mode, allowed_gid_, host_.opts.listen);
   for (size_t i = 0; i < listeners.size(); ++i) log("listening on " + listeners.where(i));
   if (host_.opts.autostart)
     std::thread([this] {
-      for (auto& d : drivers_) d->autostart();
+      for (auto& d : drivers_)
+        if (d->autostart_in_background()) d->autostart();
     }).detach();
 
   const auto serve = [this](UniqueFd fd, ConnInfo info) { serve_connection(std::move(fd), std::move(info)); };

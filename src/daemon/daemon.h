@@ -24,6 +24,10 @@ class Daemon {
   int run();
   // The first step of run(): create the state root, take its lock, let every driver load.
   void load();
+  // What a fresh install has (libvirt's packaging does the same): the network "default" (NAT,
+  // 192.168.122.0/24, DHCP, autostart) and the pool "default" (<var/lib>/vireo/images, autostart), each
+  // defined unless an object of that name exists. Call after load().
+  void define_defaults();
 
   // One request object -> one reply object (null for a notification). Public for tests and for the
   // connection threads; `call` carries the connection's rights and takes a stream switch.

@@ -3,21 +3,74 @@
 #include <sstream>
 
 #include "common/error.h"
+#include "daemon/network_driver.h"
+#include "daemon/storage_driver.h"
+#include "network/network.h"
 
 namespace vireo::daemon {
 
+namespace {
+
+void add_vlan(PortSpec& s, const network::Vlan& v) {
+  if (!v.present) return;
+  s.trunk = v.trunk == "yes" || v.tags.size() > 1;
+  for (const auto& t : v.tags) {
+    s.vlans.push_back(t.id);
+    if (!t.native_mode.empty()) {
+      s.native_vlan = t.id;
+      s.native_mode = t.native_mode;
+    }
+  }
+}
+
+}  // namespace
 
 StartPlan resolve_devices(Host& host, const domain::DomainDef& def) {
-  (void)host;
   StartPlan plan;
   plan.def = def;
-  for (const auto& p : domain::bridge_plan(plan.def)) {
+  for (size_t n = 0; n < plan.def.devices.interfaces.size(); ++n) {
+    domain::Interface& i = plan.def.devices.interfaces[n];
+    const std::string what = "interface " + i.mac;
+    network::Vlan vlan;
+    network::VirtualPort vport;
+    try {
+      vlan = network::parse_vlan_xml(i.vlan_xml, what + " vlan");
+      vport = network::parse_virtualport_xml(i.virtualport_xml, what + " virtualport");
+    } catch (const Error& e) {
+      xml_error(e.what());
+    }
     PortSpec s;
-    s.net_index = p.net_index;
-    s.bridge = p.bridge;
-    s.tap = p.tap;
-    s.mac = p.mac;
+    if (i.type == "network") {
+      if (!host.networks) failed("no network driver");
+      NetworkPort p = host.networks->port_for(i.source, i.portgroup, vlan, vport);
+      i.type = "bridge";  // the VMM sees a tap on that bridge
+      i.source = p.bridge;
+      s.ovs = p.ovs;
+      s.interfaceid = p.interfaceid;
+      s.mtu = p.mtu;
+      vlan = p.vlan;
+    } else if (i.type == "bridge") {
+      s.ovs = vport.present && vport.type == "openvswitch";
+      s.interfaceid = vport.param("interfaceid");
+    } else {
+      continue;
+    }
+    s.net_index = n;
+    s.bridge = i.source;
+    s.tap = i.target_dev.empty() ? std::string(domain::kAutoTapName) : i.target_dev;
+    s.mac = i.mac;
+    if (s.ovs && s.interfaceid.empty()) s.interfaceid = xml::generate_uuid();
+    add_vlan(s, vlan);
     plan.ports.push_back(std::move(s));
+  }
+  for (auto& d : plan.def.devices.disks) {
+    if (d.type != "volume") continue;
+    if (!host.storage) failed("no storage driver");
+    VolumeTarget t = host.storage->volume_target(d.source_pool, d.source_volume);
+    d.type = t.block ? "block" : "file";
+    d.source = t.path;
+    // libvirt takes the format from the volume when the disk does not say.
+    if (t.format == "qcow2" || t.format == "raw") d.driver_type = t.format;
   }
   return plan;
 }

@@ -52,6 +52,7 @@ class DomainDriver : public Driver {
   void register_methods(MethodTable& table) override;
   void load() override;
   void autostart() override;
+  bool autostart_in_background() const override { return true; }
 
   DomPtr lookup(const std::string& key);  // name, id or uuid; throws RpcError(kNoDomain)
   // Every domain (a snapshot of the table).
@@ -79,6 +80,7 @@ class DomainDriver : public Driver {
   void destroy_locked(const DomPtr& d);
   void finish_run(const DomPtr& d, uint64_t gen);
   void watch(DomPtr d, uint64_t gen, UniqueFd pidfd);
+  void reap_monitor(const DomPtr& d);
   nlohmann::json vmm_command(const DomPtr& d, const std::string& command, int timeout_ms = 10000);
   void save_run_state(const DomPtr& d);  // d->mu held
   int next_id();

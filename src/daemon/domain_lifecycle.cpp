@@ -4,6 +4,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <spawn.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -54,7 +55,22 @@ ExitInfo read_exit(const std::string& path) {
   return e;
 }
 
+// A monitor started by this vireod is its child: collect its exit so it does not stay a zombie (one left
+// by an earlier vireod is not ours; waitpid then fails with ECHILD, which is fine).
+void reap(pid_t pid) {
+  if (pid > 0) (void)::waitpid(pid, nullptr, WNOHANG);
+}
+
 }  // namespace
+
+void DomainDriver::reap_monitor(const DomPtr& d) {
+  pid_t pid;
+  {
+    Lock l(d->mu);
+    pid = d->monitor_pid;
+  }
+  reap(pid);
+}
 
 int DomainDriver::next_id() {
   // Ids grow across daemon restarts (persisted) so a reattached domain's id is never handed out twice.
@@ -244,6 +260,7 @@ void DomainDriver::start_locked(const DomPtr& d, bool restart) {
     // and already finished.
     for (int i = 0; i < 100 && !read_exit(b + ".exit").known; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
     ExitInfo e = read_exit(b + ".exit");
+    reap(pid);
     if (!e.known || (!e.signaled && (e.code == 1 || e.code == 127))) {
       std::string why = last_line(try_read_file(b + ".err").value_or(""));
       if (why.empty()) why = last_line(try_read_file(mlog).value_or(""));
@@ -281,13 +298,17 @@ void DomainDriver::watch(DomPtr d, uint64_t gen, UniqueFd pidfd) {
     pollfd p{pidfd.get(), POLLIN, 0};
     while (::poll(&p, 1, -1) < 0 && errno == EINTR) {
     }
+    reap_monitor(d);
   } else {
     pid_t pid;
     {
       Lock l(d->mu);
       pid = d->monitor_pid;
     }
-    while (process_start_time(pid) != 0) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    while (process_start_time(pid) != 0) {
+      reap(pid);  // our own child would otherwise stay a zombie with a /proc entry
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
   }
   {
     Lock l(d->mu);

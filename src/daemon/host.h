@@ -38,6 +38,9 @@ class Driver {
   virtual void load() = 0;
   // Start autostart objects (after every driver has loaded; networks and pools before domains).
   virtual void autostart() {}
+  // Networks and pools are started before the socket opens (clients then see them up); domains, which
+  // take longer, after it.
+  virtual bool autostart_in_background() const { return false; }
 };
 
 struct Host {

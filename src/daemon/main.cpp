@@ -18,7 +18,7 @@ int main(int argc, char** argv) {
   vireo::daemon::Options o;
   std::string mode = "0660";
   int start_timeout = 30, stop_timeout = 10;
-  bool no_autostart = false, listen = false;
+  bool no_autostart = false, listen = false, define_defaults = false;
   std::string config;
   CLI::App app{"vireod: the Vireo management daemon"};
   app.add_option("--config", config, "settings file (default: <root>/etc/vireo/vireod.conf when it exists)");
@@ -29,7 +29,10 @@ int main(int argc, char** argv) {
   app.add_option("--socket-mode", mode, "permissions of the API socket (octal, default 0660)");
   app.add_option("--start-timeout", start_timeout, "seconds to wait for a VMM's control socket (default 30)");
   app.add_option("--stop-timeout", stop_timeout, "seconds between SIGTERM and SIGKILL on destroy (default 10)");
-  app.add_flag("--no-autostart", no_autostart, "do not start autostart domains");
+  app.add_flag("--no-autostart", no_autostart, "do not start autostart domains, networks and pools");
+  app.add_option("--dnsmasq", o.dnsmasq, "dnsmasq binary for virtual networks (default: $VIREO_DNSMASQ, else dnsmasq)");
+  app.add_flag("--define-defaults", define_defaults,
+               "define the network 'default' and the pool 'default' if missing, then exit (scripts/setup.sh)");
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -82,8 +85,15 @@ int main(int argc, char** argv) {
     o.stop_timeout_ms = stop_timeout * 1000;
     o.autostart = !no_autostart;
     signal(SIGPIPE, SIG_IGN);
-    signal(SIGCHLD, SIG_IGN);  // monitors are reaped automatically; their exits are seen through pidfds
+    // SIGCHLD stays default: vireod waits for the tools it runs (lvm2, ovs-vsctl, dnsmasq's parent) and
+    // reaps its monitors when their pidfd fires (an ignored SIGCHLD would discard every exit status).
+    if (const char* v = std::getenv("VIREO_DNSMASQ"); v && *v && o.dnsmasq == "dnsmasq") o.dnsmasq = v;
     vireo::daemon::Daemon d(o);
+    if (define_defaults) {
+      d.load();
+      d.define_defaults();
+      return 0;
+    }
     int rc = d.run();
     std::fflush(nullptr);
     _exit(rc);  // connection/watch threads are detached; do not run static destructors under them

@@ -64,7 +64,7 @@ void setup_bridge_taps(const std::string& base, std::vector<std::string>& args) 
       fail("{}.bridges: --net {} does not use tap {}", base, value, p.tap);
     BridgeTap t = attach_port(p);
     if (t.created) {
-      created += t.name + "\n";
+      created += t.name + (t.ovs ? " ovs\n" : "\n");
       atomic_write(base + ".taps", created);
     }
     value = "tap=" + t.name + value.substr(want.size());

@@ -10,6 +10,7 @@ namespace vireo::daemon {
 struct BridgeTap {
   std::string name;     // the tap's actual name
   bool created = false; // false: the tap existed before (left in place at teardown, as libvirt does)
+  bool ovs = false;     // an Open vSwitch port (teardown also removes it from OVS's database)
 };
 
 // Creates (or opens an existing) tap `name` — a name, or a template such as "vnet%d" that the kernel
@@ -24,11 +25,14 @@ struct PortSpec;
 // through OVS's database, with tag/trunks and external_ids).
 BridgeTap attach_port(const PortSpec& port);
 
+// Removes an Open vSwitch port record (ovs-vsctl --if-exists del-port).
+void ovs_del_port(const std::string& name);
+
 // Removes a persistent tap (TUNSETPERSIST 0). False with `why` set if it cannot; a tap that no longer
 // exists counts as removed.
 bool delete_tap(const std::string& name, std::string* why = nullptr);
 
-// The taps file: one created tap name per line (DIR/NAME.taps).
+// The taps file: one created tap per line (DIR/NAME.taps): "NAME" or "NAME ovs".
 std::vector<std::string> read_taps_file(const std::string& path);
 // Deletes every tap listed in `path`, then the file. Returns the problems (one line each).
 std::vector<std::string> delete_taps_in_file(const std::string& path);

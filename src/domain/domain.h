@@ -52,11 +52,12 @@ struct Cpu {
 };
 
 struct Disk {
-  std::string type = "file";   // file|block
+  std::string type = "file";   // file|block|volume
   std::string device = "disk";  // disk|cdrom|floppy|lun
   std::string driver_name, driver_type, cache, io, discard;
   std::vector<std::pair<std::string, std::string>> driver_extra;
-  std::string source;  // file= or dev=
+  std::string source;  // file= or dev= (type volume: resolved to the volume's path at start)
+  std::string source_pool, source_volume;  // type='volume': <source pool='P' volume='V'/>
   std::string target_dev, target_bus;
   bool readonly = false, shareable = false;
   std::string serial;
@@ -67,6 +68,8 @@ struct Interface {
   std::string type;  // bridge|network|ethernet
   std::string mac;
   std::string source;  // bridge name / network name (empty for ethernet)
+  std::string portgroup;  // type='network': <source portgroup='...'>
+  std::string vlan_xml, virtualport_xml;  // <vlan>, <virtualport> verbatim (the daemon resolves them)
   std::string target_dev;
   std::string model;
   Extras extras;

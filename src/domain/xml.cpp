@@ -227,7 +227,11 @@ void parse_disk(Parser& p, xml_node n, Disk& d, size_t index) {
   if (!d.io.empty()) p.report("devices/disk driver io='" + d.io + "'");
   if (d.discard == "unmap") p.report("devices/disk driver discard='unmap'");
   if (d.cache == "unsafe") p.report("devices/disk driver cache='unsafe'");
-  if (xml_node s = Parser::single(n, "source", where)) {
+  if (xml_node s = Parser::single(n, "source", where); s && d.type == "volume") {
+    d.source_pool = attr(s, "pool");
+    d.source_volume = attr(s, "volume");
+    if (d.source_pool.empty() || d.source_volume.empty()) fail("{}: type 'volume' needs <source pool='...' volume='...'>", where);
+  } else if (s) {
     d.source = attr(s, d.type == "block" ? "dev" : "file");
     if (d.source.empty() && d.device != "cdrom")
       fail("{}: <source> needs attribute '{}'", where, d.type == "block" ? "dev" : "file");
@@ -253,7 +257,9 @@ void parse_disk(Parser& p, xml_node n, Disk& d, size_t index) {
 
 void parse_interface(Parser& p, xml_node n, Interface& i, size_t index) {
   const std::string where = "devices/interface[" + std::to_string(index) + "]";
-  i.extras = p.extras(n, {"type"}, {"mac", "source", "target", "model"}, "devices/interface", {"address", "alias"});
+  i.extras = p.extras(n, {"type"}, {"mac", "source", "target", "model", "vlan", "virtualport"}, "devices/interface", {"address", "alias"});
+  if (xml_node v = Parser::single(n, "vlan", where)) i.vlan_xml = serialize(v);
+  if (xml_node v = Parser::single(n, "virtualport", where)) i.virtualport_xml = serialize(v);
   i.type = attr(n, "type");
   if (xml_node m = Parser::single(n, "mac", where)) {
     i.mac = lower(attr(m, "address"));
@@ -268,7 +274,7 @@ void parse_interface(Parser& p, xml_node n, Interface& i, size_t index) {
   } else if (i.type == "network") {
     i.source = attr(s, "network");
     if (i.source.empty()) fail("{}: type 'network' needs <source network='...'>", where);
-    p.report("devices/interface type='network'");
+    i.portgroup = attr(s, "portgroup");
   }
   if (xml_node t = Parser::single(n, "target", where)) i.target_dev = attr(t, "dev");
   if (i.type == "ethernet" && i.target_dev.empty()) fail("{}: type 'ethernet' needs <target dev='tapN'>", where);
@@ -315,7 +321,7 @@ void parse_devices(Parser& p, xml_node n, Devices& d) {
       p.r_.notes.push_back("devices/emulator '" + d.emulator + "' is ignored: vireod always runs vireo-vmm");
     } else if (name == "disk") {
       std::string type = attr(c, "type");
-      if (!type.empty() && type != "file" && type != "block") {
+      if (!type.empty() && type != "file" && type != "block" && type != "volume") {
         d.extras.children.push_back(serialize(c));
         p.report("devices/disk type='" + type + "'");
         continue;
@@ -649,7 +655,13 @@ std::string write_domain_xml(const DomainDef& d) {
     if (!k.io.empty()) drv.append_attribute("io") = k.io.c_str();
     if (!k.discard.empty()) drv.append_attribute("discard") = k.discard.c_str();
     for (const auto& [a, v] : k.driver_extra) drv.append_attribute(a.c_str()) = v.c_str();
-    if (!k.source.empty()) n.append_child("source").append_attribute(k.type == "block" ? "dev" : "file") = k.source.c_str();
+    if (k.type == "volume") {
+      xml_node src = n.append_child("source");
+      src.append_attribute("pool") = k.source_pool.c_str();
+      src.append_attribute("volume") = k.source_volume.c_str();
+    } else if (!k.source.empty()) {
+      n.append_child("source").append_attribute(k.type == "block" ? "dev" : "file") = k.source.c_str();
+    }
     xml_node t = n.append_child("target");
     t.append_attribute("dev") = k.target_dev.c_str();
     t.append_attribute("bus") = k.target_bus.c_str();
@@ -665,9 +677,15 @@ std::string write_domain_xml(const DomainDef& d) {
     for (const auto& [a, v] : i.extras.attrs) n.append_attribute(a.c_str()) = v.c_str();
     n.append_child("mac").append_attribute("address") = i.mac.c_str();
     if (i.type == "bridge") n.append_child("source").append_attribute("bridge") = i.source.c_str();
-    if (i.type == "network") n.append_child("source").append_attribute("network") = i.source.c_str();
+    if (i.type == "network") {
+      xml_node src = n.append_child("source");
+      src.append_attribute("network") = i.source.c_str();
+      if (!i.portgroup.empty()) src.append_attribute("portgroup") = i.portgroup.c_str();
+    }
     if (!i.target_dev.empty()) n.append_child("target").append_attribute("dev") = i.target_dev.c_str();
     n.append_child("model").append_attribute("type") = i.model.c_str();
+    if (!i.virtualport_xml.empty()) n.append_buffer(i.virtualport_xml.data(), i.virtualport_xml.size());
+    if (!i.vlan_xml.empty()) n.append_buffer(i.vlan_xml.data(), i.vlan_xml.size());
     for (const auto& c : i.extras.children) n.append_buffer(c.data(), c.size());
   }
   for (const CharDev& c : dv.serials) write_chardev(devs, c);

@@ -18,7 +18,8 @@ sys.path.insert(0, str(SOURCE / "tests" / "support"))
 
 
 class Daemon:
-    def __init__(self, root, vmm, extra=()):
+    def __init__(self, root, vmm, extra=(), prefix=()):
+        self.prefix = list(prefix)  # e.g. ["ip", "netns", "exec", NS]: run vireod in a network namespace
         self.root = Path(root)
         self.vmm = str(vmm)
         self.extra = list(extra)
@@ -40,7 +41,7 @@ class Daemon:
         self.root.mkdir(parents=True, exist_ok=True)
         logf = open(self.log, "ab")
         self.proc = subprocess.Popen(
-            [str(BUILD / "vireod"), "--root", str(self.root), "--start-timeout", "15", "--stop-timeout", "3",
+            [*self.prefix, str(BUILD / "vireod"), "--root", str(self.root), "--start-timeout", "15", "--stop-timeout", "3",
              *self.extra, *extra],
             env=self.env(), stdout=logf, stderr=logf, start_new_session=True)
         deadline = time.monotonic() + 10
