@@ -139,13 +139,15 @@ Extent ForeignImage::block_status(uint64_t offset, uint64_t max_length) {
   Map m = map(offset, want);
   if (m.length == 0) throw Error(fmt::format("block status {}: no mapping at offset {}", filename_, offset), EIO);
   m.length = std::min(m.length, want);
-  // Merge following ranges of the same kind (and, for data, contiguous in the same file).
-  while (offset + m.length < offset + want && m.kind != Map::Data) {
+  // Merge following ranges of the same kind (and, for data, contiguous in the same file). Bounded per call:
+  // callers loop, and a hostile table must not make one call walk a huge image.
+  int budget = 4096;
+  while (m.length < want && m.kind != Map::Data && --budget > 0) {
     Map n = map(offset + m.length, want - m.length);
     if (n.length == 0 || n.kind != m.kind) break;
     m.length += std::min(n.length, want - m.length);
   }
-  while (m.kind == Map::Data && m.length < want) {
+  while (m.kind == Map::Data && m.length < want && --budget > 0) {
     Map n = map(offset + m.length, want - m.length);
     if (n.length == 0 || n.kind != Map::Data || n.file != m.file || n.host_offset != m.host_offset + m.length ||
         n.recurse != m.recurse)

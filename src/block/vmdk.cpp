@@ -460,6 +460,14 @@ ForeignImage::Map VmdkImage::map(uint64_t offset, uint64_t max_len) {
   const uint64_t in = (offset - e.start_sector * kSector) % csize;
   Map m;
   m.length = std::min(max_len, csize - in);
+  if (g == Grain::Unalloc && !e.flat) {
+    // A whole unallocated grain directory entry maps as one range.
+    const uint64_t rel = offset - e.start_sector * kSector;
+    const uint64_t span = e.l2_size * e.cluster_sectors * kSector;
+    const uint64_t l1i = rel / span;
+    if (l1i < e.l1_size && e.l1[l1i] == 0)
+      m.length = std::min<uint64_t>({max_len, span - rel % span, e.sectors * kSector - rel});
+  }
   switch (g) {
     case Grain::Error:
       throw Error(fmt::format("read {}: grain directory index out of range at offset {}", filename_, offset), EIO);
