@@ -323,3 +323,39 @@ def test_vmdk_check_grain_after_eof(tmp_path):
         q, v = both(cmd, tmp_path)
         assert (v.returncode, v.stdout, v.stderr) == (q.returncode, q.stdout, q.stderr)
         assert "points after EOF" in v.stderr
+
+
+@pytest.mark.parametrize("o", ["encrypt.format=luks,encrypt.key-secret=sec0,encrypt.iter-time=10",
+                               "encrypt.format=luks,encrypt.key-secret=sec0,encrypt.iter-time=10,"
+                               "encrypt.cipher-alg=aes-128,encrypt.cipher-mode=cbc,encrypt.ivgen-alg=essiv",
+                               "encrypt.format=luks,encrypt.key-secret=sec0,encrypt.iter-time=10,cluster_size=4k"])
+def test_qcow2_luks_written_by_vireo(tmp_path, o):
+    make_raw(tmp_path / "src.raw", 6 << 20)
+    q, v = both(["create", *SECRET, "-f", "qcow2", "-o", o, "c.qcow2", "6M"], tmp_path)
+    assert (v.returncode, v.stdout) == (q.returncode, q.stdout)
+    run([VIMG, "convert", *SECRET, "-O", "qcow2", "-o", o, "src.raw", "e.qcow2"], cwd=tmp_path, check=0)
+    r = run([QIMG, "check", *SECRET, *luks_opts("e.qcow2", "qcow2")], cwd=tmp_path, check=0)
+    assert "No errors were found on the image." in r.stdout
+    run([QIMG, "convert", *SECRET, *luks_opts("e.qcow2", "qcow2"), "-O", "raw", "back.raw"], cwd=tmp_path, check=0)
+    assert (tmp_path / "back.raw").read_bytes() == (tmp_path / "src.raw").read_bytes()
+    # info needs no key, and matches qemu's (uuid and iteration counts are the image's own)
+    q, v = both(["info", "--output=json", "e.qcow2"], tmp_path)
+    assert (v.returncode, v.stdout) == (q.returncode, q.stdout)
+    q, v = both(["info", "e.qcow2"], tmp_path)
+    assert (v.returncode, v.stdout) == (q.returncode, q.stdout)
+    # qemu-io writes into it, qemu reads back
+    r = run(["qemu-io", *SECRET, *luks_opts("e.qcow2", "qcow2"), "-c", "write -P 3 100 5000", "-c",
+             "read -P 3 100 5000"], cwd=tmp_path)
+    assert r.returncode == 0 and "Pattern verification failed" not in r.stdout
+
+
+def test_qcow2_encrypted_by_qemu_info_and_errors(tmp_path):
+    for fmt in ("luks", "aes"):
+        extra = ",encrypt.iter-time=10" if fmt == "luks" else ""
+        qimg("create", *SECRET, "-q", "-f", "qcow2", "-o", f"encrypt.format={fmt},encrypt.key-secret=sec0{extra}",
+             tmp_path / f"{fmt}.qcow2", "4M", check=0)
+        for cmd in (["info", f"{fmt}.qcow2"], ["info", "--output=json", f"{fmt}.qcow2"],
+                    ["check", f"{fmt}.qcow2"], ["map", f"{fmt}.qcow2"],
+                    ["convert", "-O", "raw", f"{fmt}.qcow2", "x.raw"]):
+            q, v = both(cmd, tmp_path)
+            assert (v.returncode, v.stdout, v.stderr) == (q.returncode, q.stdout, q.stderr), cmd
