@@ -497,23 +497,28 @@ void VmdkImage::read_opaque(uint64_t offset, std::span<uint8_t> buf, const Map& 
   Ext& e = find(offset);
   const uint64_t csize = e.cluster_sectors * kSector;
   const uint64_t in = (offset - e.start_sector * kSector) % csize;
-  std::vector<uint8_t> raw(csize * 2);
-  e.file->pread_full(m.host_offset, raw);
+  // Reused buffers (no zero-filling per grain): the marker plus compressed data fit in two grains.
+  thread_local std::vector<uint8_t> raw, out;
+  if (raw.size() < csize * 2) raw.resize(csize * 2);
+  e.file->pread_full(m.host_offset, std::span<uint8_t>(raw.data(), csize * 2));
   const uint8_t* data = raw.data();
   uint64_t data_len = csize;
   if (e.has_marker) {
     data = raw.data() + 12;
     data_len = le32(raw.data() + 8);
   }
-  if (data_len == 0 || data_len > raw.size() - (data - raw.data()))
+  if (data_len == 0 || data_len > csize * 2 - static_cast<uint64_t>(data - raw.data()))
     throw Error(fmt::format("read {}: invalid compressed grain size {} at offset {}", filename_, data_len, m.host_offset), EINVAL);
-  std::vector<uint8_t> out(csize);
+  // A whole grain is inflated straight into the caller's buffer.
+  const bool direct = in == 0 && buf.size() == csize;
+  if (!direct && out.size() < csize) out.resize(csize);
+  uint8_t* dst = direct ? buf.data() : out.data();
   uLongf out_len = csize;
-  if (uncompress(out.data(), &out_len, data, data_len) != Z_OK)
+  if (uncompress(dst, &out_len, data, data_len) != Z_OK)
     throw Error(fmt::format("read {}: compressed grain at offset {} is corrupt", filename_, m.host_offset), EINVAL);
   if (in + buf.size() > out_len)
     throw Error(fmt::format("read {}: compressed grain at offset {} is too short", filename_, m.host_offset), EINVAL);
-  std::memcpy(buf.data(), out.data() + in, buf.size());
+  if (!direct) std::memcpy(buf.data(), out.data() + in, buf.size());
 }
 
 void VmdkImage::set_gte(Ext& e, uint32_t l1_index, uint32_t gt_index, uint32_t value) {
