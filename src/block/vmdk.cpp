@@ -696,7 +696,8 @@ nlohmann::ordered_json VmdkImage::format_specific() const {
 }
 
 CheckResult VmdkImage::check(RepairMode mode) {
-  if (mode != RepairMode::None) throw Error("Check failed: Operation not supported", ENOTSUP);
+  // qemu's vmdk check cannot repair: -r is ENOTSUP, which qemu-img reports as no check support (63).
+  if (mode != RepairMode::None) throw Error("This image format does not support checks", ENOTSUP);
   // qemu walks every grain; this walks the same grains in order but skips unallocated grain directory
   // entries and grain tables already checked (so a hostile image cannot make check run for hours).
   CheckResult r;

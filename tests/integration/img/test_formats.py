@@ -90,6 +90,11 @@ def test_read_qemu_written(tmp_path, fmt, opts):
     # and into qcow2
     run([VIMG, "convert", "-O", "qcow2", name, "v.qcow2"], cwd=tmp_path, check=0)
     run([QIMG, "compare", "v.qcow2", "q.raw"], cwd=tmp_path, check=0)
+    # check -r: qemu's exit codes and texts (vmdk/vdi/vpc cannot repair: "does not support checks", 63)
+    for r in ("leaks", "all"):
+        q, v = both(["check", "-r", r, name], tmp_path)
+        assert (v.returncode, v.stdout, v.stderr) == (q.returncode, q.stdout, q.stderr), r
+    run([QIMG, "compare", "-f", fmt, "-F", "raw", name, "q.raw"], cwd=tmp_path, check=0)
 
 
 def test_fixed_vhd_needs_format_and_reads(tmp_path):
