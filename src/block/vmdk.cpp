@@ -222,6 +222,18 @@ class VmdkImage final : public ForeignImage {
   bool cid_updated_ = false, cid_valid_ = true;
 };
 
+// A grain directory: entries past the end of the file read as 0 (as a short read does in qemu) without
+// being read or converted one by one, so a huge directory in a small hostile file costs only its memory.
+void load_l1(HostFile& f, uint64_t offset, uint64_t n, std::vector<uint32_t>& out) {
+  out.assign(n, 0);
+  const uint64_t len = f.length();
+  if (offset >= len) return;
+  const uint64_t avail = std::min<uint64_t>(n, (len - offset) / 4);
+  std::vector<uint8_t> raw(avail * 4);
+  f.pread_full(offset, raw);
+  for (uint64_t i = 0; i < avail; ++i) out[i] = le32(&raw[i * 4]);
+}
+
 std::string read_desc_text(HostFile& f, uint64_t offset) {
   const uint64_t len = f.length();
   if (len < 4) fail("File is too small, not a valid image");
@@ -273,15 +285,8 @@ void VmdkImage::add_sparse(HostFile* f, const std::string& name, const std::stri
   e.start_sector = start;
   const uint64_t fsec = (f->length() + 511) / 512;
   e.next_cluster_sector = (fsec + e.cluster_sectors - 1) / e.cluster_sectors * e.cluster_sectors;
-  std::vector<uint8_t> raw(e.l1_size * 4);
-  f->pread_full(e.l1_offset, raw);
-  e.l1.resize(e.l1_size);
-  for (uint64_t i = 0; i < e.l1_size; ++i) e.l1[i] = le32(&raw[i * 4]);
-  if (e.l1_backup_offset) {
-    f->pread_full(e.l1_backup_offset, raw);
-    e.l1_backup.resize(e.l1_size);
-    for (uint64_t i = 0; i < e.l1_size; ++i) e.l1_backup[i] = le32(&raw[i * 4]);
-  }
+  load_l1(*f, e.l1_offset, e.l1_size, e.l1);
+  if (e.l1_backup_offset) load_l1(*f, e.l1_backup_offset, e.l1_size, e.l1_backup);
   ext_.push_back(std::move(e));
 }
 
@@ -303,10 +308,7 @@ void VmdkImage::add_cowd(HostFile* f, const std::string& name, const std::string
   e.start_sector = start;
   const uint64_t fsec = (f->length() + 511) / 512;
   e.next_cluster_sector = (fsec + e.cluster_sectors - 1) / e.cluster_sectors * e.cluster_sectors;
-  std::vector<uint8_t> raw(e.l1_size * 4);
-  f->pread_full(e.l1_offset, raw);
-  e.l1.resize(e.l1_size);
-  for (uint64_t i = 0; i < e.l1_size; ++i) e.l1[i] = le32(&raw[i * 4]);
+  load_l1(*f, e.l1_offset, e.l1_size, e.l1);
   ext_.push_back(std::move(e));
 }
 
