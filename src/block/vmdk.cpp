@@ -409,8 +409,10 @@ Ext& VmdkImage::find(uint64_t offset) {
 std::vector<uint32_t>& VmdkImage::load_gt(Ext& e, uint32_t gt_sector) {
   auto it = e.l2.find(gt_sector);
   if (it != e.l2.end()) {
-    e.lru.remove(gt_sector);
-    e.lru.push_front(gt_sector);
+    if (e.lru.front() != gt_sector) {   // consecutive lookups mostly hit the same table
+      e.lru.remove(gt_sector);
+      e.lru.push_front(gt_sector);
+    }
     return it->second;
   }
   if (e.l2.size() >= kL2CacheTables) {
