@@ -18,6 +18,8 @@ PACKAGES=(
   # tests: python runner, the real qemu-img/qemu-io as the interop oracle, QEMU for side-by-side runs,
   # a real Debian kernel (bzImage parser tests), network namespaces and taps
   python3 python3-pytest qemu-utils qemu-system-x86 linux-image-cloud-amd64 iproute2 fio procps
+  # img_formats: encrypts a test secret for --object secret,keyid=,iv=
+  openssl
   # the KVM kit (tests/support, docs/kvm-kit.md): a kernel with 9p + kvm_amd modules, a static busybox
   linux-image-amd64 busybox-static
 )
