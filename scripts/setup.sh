@@ -22,6 +22,8 @@ PACKAGES=(
   # iSCSI, partitions), and virsh's test driver as the oracle for texts and XML
   libmnl-dev libnftables-dev nftables dnsmasq-base openvswitch-switch lvm2 nfs-kernel-server tgt open-iscsi
   parted libvirt-clients
+  # img_formats: encrypts a test secret for --object secret,keyid=,iv=
+  openssl
   # the KVM kit (tests/support, docs/kvm-kit.md): a kernel with 9p + kvm_amd modules, a static busybox
   linux-image-amd64 busybox-static
   # remote access and the shell (docs/remote.md): GnuTLS, libedit; tests: a real sshd, certtool,

@@ -48,38 +48,52 @@ void ForeignImage::check_range(const char* what, uint64_t offset, uint64_t lengt
 
 void ForeignImage::read(uint64_t offset, std::span<uint8_t> buf) {
   check_range("read", offset, buf.size());
+  // Map as much of the request as possible under the lock (coalescing data that is contiguous in one file),
+  // then do the data I/O outside it. Compressed (opaque) ranges are read under the lock as they come.
+  struct Io {
+    HostFile* file;
+    uint64_t host;
+    size_t at, len;
+  };
   size_t done = 0;
   while (done < buf.size()) {
-    const uint64_t pos = offset + done;
-    Map m;
+    std::vector<Io> ios;
+    std::vector<std::pair<size_t, size_t>> holes;   // Unallocated ranges (backing file)
     {
       std::lock_guard<std::mutex> g(mu_);
-      m = map(pos, buf.size() - done);
-      if (m.length == 0) throw Error(fmt::format("read {}: no mapping at offset {}", filename_, pos), EIO);
-      m.length = std::min<uint64_t>(m.length, buf.size() - done);
-      if (m.kind == Map::Opaque) {
-        read_opaque(pos, buf.subspan(done, m.length), m);
+      for (int budget = 1024; done < buf.size() && budget > 0; --budget) {
+        const uint64_t pos = offset + done;
+        Map m = map(pos, buf.size() - done);
+        if (m.length == 0) throw Error(fmt::format("read {}: no mapping at offset {}", filename_, pos), EIO);
+        m.length = std::min<uint64_t>(m.length, buf.size() - done);
+        switch (m.kind) {
+          case Map::Opaque: read_opaque(pos, buf.subspan(done, m.length), m); break;
+          case Map::Zero: std::memset(buf.data() + done, 0, m.length); break;
+          case Map::Unallocated: holes.emplace_back(done, m.length); break;
+          case Map::Data:
+            if (!ios.empty() && ios.back().file == m.file && ios.back().host + ios.back().len == m.host_offset &&
+                ios.back().at + ios.back().len == done)
+              ios.back().len += m.length;
+            else
+              ios.push_back({m.file, m.host_offset, done, static_cast<size_t>(m.length)});
+            break;
+        }
         done += m.length;
-        continue;
       }
     }
-    auto part = buf.subspan(done, m.length);
-    switch (m.kind) {
-      case Map::Unallocated:
-        if (backing_) {
-          const uint64_t bs = backing_->size();
-          const uint64_t in = pos < bs ? std::min<uint64_t>(part.size(), bs - pos) : 0;
-          if (in) backing_->read(pos, part.subspan(0, in));
-          std::memset(part.data() + in, 0, part.size() - in);
-        } else {
-          std::memset(part.data(), 0, part.size());
-        }
-        break;
-      case Map::Zero: std::memset(part.data(), 0, part.size()); break;
-      case Map::Data: m.file->pread_full(m.host_offset, part); break;
-      case Map::Opaque: break;
+    for (const auto& io : ios) io.file->pread_full(io.host, buf.subspan(io.at, io.len));
+    for (const auto& [at, len] : holes) {
+      auto part = buf.subspan(at, len);
+      const uint64_t pos = offset + at;
+      if (backing_) {
+        const uint64_t bs = backing_->size();
+        const uint64_t in = pos < bs ? std::min<uint64_t>(part.size(), bs - pos) : 0;
+        if (in) backing_->read(pos, part.subspan(0, in));
+        std::memset(part.data() + in, 0, part.size() - in);
+      } else {
+        std::memset(part.data(), 0, part.size());
+      }
     }
-    done += m.length;
   }
 }
 
@@ -139,13 +153,15 @@ Extent ForeignImage::block_status(uint64_t offset, uint64_t max_length) {
   Map m = map(offset, want);
   if (m.length == 0) throw Error(fmt::format("block status {}: no mapping at offset {}", filename_, offset), EIO);
   m.length = std::min(m.length, want);
-  // Merge following ranges of the same kind (and, for data, contiguous in the same file).
-  while (offset + m.length < offset + want && m.kind != Map::Data) {
+  // Merge following ranges of the same kind (and, for data, contiguous in the same file). Bounded per call:
+  // callers loop, and a hostile table must not make one call walk a huge image.
+  int budget = 4096;
+  while (m.length < want && m.kind != Map::Data && --budget > 0) {
     Map n = map(offset + m.length, want - m.length);
     if (n.length == 0 || n.kind != m.kind) break;
     m.length += std::min(n.length, want - m.length);
   }
-  while (m.kind == Map::Data && m.length < want) {
+  while (m.kind == Map::Data && m.length < want && --budget > 0) {
     Map n = map(offset + m.length, want - m.length);
     if (n.length == 0 || n.kind != Map::Data || n.file != m.file || n.host_offset != m.host_offset + m.length ||
         n.recurse != m.recurse)

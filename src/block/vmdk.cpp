@@ -222,6 +222,18 @@ class VmdkImage final : public ForeignImage {
   bool cid_updated_ = false, cid_valid_ = true;
 };
 
+// A grain directory: entries past the end of the file read as 0 (as a short read does in qemu) without
+// being read or converted one by one, so a huge directory in a small hostile file costs only its memory.
+void load_l1(HostFile& f, uint64_t offset, uint64_t n, std::vector<uint32_t>& out) {
+  out.assign(n, 0);
+  const uint64_t len = f.length();
+  if (offset >= len) return;
+  const uint64_t avail = std::min<uint64_t>(n, (len - offset) / 4);
+  std::vector<uint8_t> raw(avail * 4);
+  f.pread_full(offset, raw);
+  for (uint64_t i = 0; i < avail; ++i) out[i] = le32(&raw[i * 4]);
+}
+
 std::string read_desc_text(HostFile& f, uint64_t offset) {
   const uint64_t len = f.length();
   if (len < 4) fail("File is too small, not a valid image");
@@ -273,15 +285,8 @@ void VmdkImage::add_sparse(HostFile* f, const std::string& name, const std::stri
   e.start_sector = start;
   const uint64_t fsec = (f->length() + 511) / 512;
   e.next_cluster_sector = (fsec + e.cluster_sectors - 1) / e.cluster_sectors * e.cluster_sectors;
-  std::vector<uint8_t> raw(e.l1_size * 4);
-  f->pread_full(e.l1_offset, raw);
-  e.l1.resize(e.l1_size);
-  for (uint64_t i = 0; i < e.l1_size; ++i) e.l1[i] = le32(&raw[i * 4]);
-  if (e.l1_backup_offset) {
-    f->pread_full(e.l1_backup_offset, raw);
-    e.l1_backup.resize(e.l1_size);
-    for (uint64_t i = 0; i < e.l1_size; ++i) e.l1_backup[i] = le32(&raw[i * 4]);
-  }
+  load_l1(*f, e.l1_offset, e.l1_size, e.l1);
+  if (e.l1_backup_offset) load_l1(*f, e.l1_backup_offset, e.l1_size, e.l1_backup);
   ext_.push_back(std::move(e));
 }
 
@@ -303,10 +308,7 @@ void VmdkImage::add_cowd(HostFile* f, const std::string& name, const std::string
   e.start_sector = start;
   const uint64_t fsec = (f->length() + 511) / 512;
   e.next_cluster_sector = (fsec + e.cluster_sectors - 1) / e.cluster_sectors * e.cluster_sectors;
-  std::vector<uint8_t> raw(e.l1_size * 4);
-  f->pread_full(e.l1_offset, raw);
-  e.l1.resize(e.l1_size);
-  for (uint64_t i = 0; i < e.l1_size; ++i) e.l1[i] = le32(&raw[i * 4]);
+  load_l1(*f, e.l1_offset, e.l1_size, e.l1);
   ext_.push_back(std::move(e));
 }
 
@@ -407,8 +409,10 @@ Ext& VmdkImage::find(uint64_t offset) {
 std::vector<uint32_t>& VmdkImage::load_gt(Ext& e, uint32_t gt_sector) {
   auto it = e.l2.find(gt_sector);
   if (it != e.l2.end()) {
-    e.lru.remove(gt_sector);
-    e.lru.push_front(gt_sector);
+    if (e.lru.front() != gt_sector) {   // consecutive lookups mostly hit the same table
+      e.lru.remove(gt_sector);
+      e.lru.push_front(gt_sector);
+    }
     return it->second;
   }
   if (e.l2.size() >= kL2CacheTables) {
@@ -460,6 +464,14 @@ ForeignImage::Map VmdkImage::map(uint64_t offset, uint64_t max_len) {
   const uint64_t in = (offset - e.start_sector * kSector) % csize;
   Map m;
   m.length = std::min(max_len, csize - in);
+  if (g == Grain::Unalloc && !e.flat) {
+    // A whole unallocated grain directory entry maps as one range.
+    const uint64_t rel = offset - e.start_sector * kSector;
+    const uint64_t span = e.l2_size * e.cluster_sectors * kSector;
+    const uint64_t l1i = rel / span;
+    if (l1i < e.l1_size && e.l1[l1i] == 0)
+      m.length = std::min<uint64_t>({max_len, span - rel % span, e.sectors * kSector - rel});
+  }
   switch (g) {
     case Grain::Error:
       throw Error(fmt::format("read {}: grain directory index out of range at offset {}", filename_, offset), EIO);
@@ -489,23 +501,28 @@ void VmdkImage::read_opaque(uint64_t offset, std::span<uint8_t> buf, const Map& 
   Ext& e = find(offset);
   const uint64_t csize = e.cluster_sectors * kSector;
   const uint64_t in = (offset - e.start_sector * kSector) % csize;
-  std::vector<uint8_t> raw(csize * 2);
-  e.file->pread_full(m.host_offset, raw);
+  // Reused buffers (no zero-filling per grain): the marker plus compressed data fit in two grains.
+  thread_local std::vector<uint8_t> raw, out;
+  if (raw.size() < csize * 2) raw.resize(csize * 2);
+  e.file->pread_full(m.host_offset, std::span<uint8_t>(raw.data(), csize * 2));
   const uint8_t* data = raw.data();
   uint64_t data_len = csize;
   if (e.has_marker) {
     data = raw.data() + 12;
     data_len = le32(raw.data() + 8);
   }
-  if (data_len == 0 || data_len > raw.size() - (data - raw.data()))
+  if (data_len == 0 || data_len > csize * 2 - static_cast<uint64_t>(data - raw.data()))
     throw Error(fmt::format("read {}: invalid compressed grain size {} at offset {}", filename_, data_len, m.host_offset), EINVAL);
-  std::vector<uint8_t> out(csize);
+  // A whole grain is inflated straight into the caller's buffer.
+  const bool direct = in == 0 && buf.size() == csize;
+  if (!direct && out.size() < csize) out.resize(csize);
+  uint8_t* dst = direct ? buf.data() : out.data();
   uLongf out_len = csize;
-  if (uncompress(out.data(), &out_len, data, data_len) != Z_OK)
+  if (uncompress(dst, &out_len, data, data_len) != Z_OK)
     throw Error(fmt::format("read {}: compressed grain at offset {} is corrupt", filename_, m.host_offset), EINVAL);
   if (in + buf.size() > out_len)
     throw Error(fmt::format("read {}: compressed grain at offset {} is too short", filename_, m.host_offset), EINVAL);
-  std::memcpy(buf.data(), out.data() + in, buf.size());
+  if (!direct) std::memcpy(buf.data(), out.data() + in, buf.size());
 }
 
 void VmdkImage::set_gte(Ext& e, uint32_t l1_index, uint32_t gt_index, uint32_t value) {
@@ -683,7 +700,8 @@ nlohmann::ordered_json VmdkImage::format_specific() const {
 }
 
 CheckResult VmdkImage::check(RepairMode mode) {
-  if (mode != RepairMode::None) throw Error("Check failed: Operation not supported", ENOTSUP);
+  // qemu's vmdk check cannot repair: -r is ENOTSUP, which qemu-img reports as no check support (63).
+  if (mode != RepairMode::None) throw Error("This image format does not support checks", ENOTSUP);
   // qemu walks every grain; this walks the same grains in order but skips unallocated grain directory
   // entries and grain tables already checked (so a hostile image cannot make check run for hours).
   CheckResult r;

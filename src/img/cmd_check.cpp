@@ -1,5 +1,6 @@
 // vireo-img check: qemu-img check's texts, JSON and exit codes (0 clean, 1 check failed, 2 corruptions,
 // 3 leaks only, 63 format without checks).
+#include <cerrno>
 #include <cstdio>
 #include <cstring>
 #include <nlohmann/json.hpp>
@@ -119,6 +120,7 @@ int cmd_check(int argc, char** argv) {
   try {
     r = q ? q->check(mode) : d->check(mode);
   } catch (const Error& e) {
+    if (e.sys_errno() == ENOTSUP) die("This image format does not support checks", 63);
     die(fmt::format("Check failed: {}", e.what()));
   }
   std::fflush(stdout);

@@ -90,6 +90,11 @@ def test_read_qemu_written(tmp_path, fmt, opts):
     # and into qcow2
     run([VIMG, "convert", "-O", "qcow2", name, "v.qcow2"], cwd=tmp_path, check=0)
     run([QIMG, "compare", "v.qcow2", "q.raw"], cwd=tmp_path, check=0)
+    # check -r: qemu's exit codes and texts (vmdk/vdi/vpc cannot repair: "does not support checks", 63)
+    for r in ("leaks", "all"):
+        q, v = both(["check", "-r", r, name], tmp_path)
+        assert (v.returncode, v.stdout, v.stderr) == (q.returncode, q.stdout, q.stderr), r
+    run([QIMG, "compare", "-f", fmt, "-F", "raw", name, "q.raw"], cwd=tmp_path, check=0)
 
 
 def test_fixed_vhd_needs_format_and_reads(tmp_path):
@@ -323,3 +328,62 @@ def test_vmdk_check_grain_after_eof(tmp_path):
         q, v = both(cmd, tmp_path)
         assert (v.returncode, v.stdout, v.stderr) == (q.returncode, q.stdout, q.stderr)
         assert "points after EOF" in v.stderr
+
+
+@pytest.mark.parametrize("o", ["encrypt.format=luks,encrypt.key-secret=sec0,encrypt.iter-time=10",
+                               "encrypt.format=luks,encrypt.key-secret=sec0,encrypt.iter-time=10,"
+                               "encrypt.cipher-alg=aes-128,encrypt.cipher-mode=cbc,encrypt.ivgen-alg=essiv",
+                               "encrypt.format=luks,encrypt.key-secret=sec0,encrypt.iter-time=10,cluster_size=4k"])
+def test_qcow2_luks_written_by_vireo(tmp_path, o):
+    make_raw(tmp_path / "src.raw", 6 << 20)
+    q, v = both(["create", *SECRET, "-f", "qcow2", "-o", o, "c.qcow2", "6M"], tmp_path)
+    assert (v.returncode, v.stdout) == (q.returncode, q.stdout)
+    run([VIMG, "convert", *SECRET, "-O", "qcow2", "-o", o, "src.raw", "e.qcow2"], cwd=tmp_path, check=0)
+    r = run([QIMG, "check", *SECRET, *luks_opts("e.qcow2", "qcow2")], cwd=tmp_path, check=0)
+    assert "No errors were found on the image." in r.stdout
+    run([QIMG, "convert", *SECRET, *luks_opts("e.qcow2", "qcow2"), "-O", "raw", "back.raw"], cwd=tmp_path, check=0)
+    assert (tmp_path / "back.raw").read_bytes() == (tmp_path / "src.raw").read_bytes()
+    # info needs no key, and matches qemu's (uuid and iteration counts are the image's own)
+    q, v = both(["info", "--output=json", "e.qcow2"], tmp_path)
+    assert (v.returncode, v.stdout) == (q.returncode, q.stdout)
+    q, v = both(["info", "e.qcow2"], tmp_path)
+    assert (v.returncode, v.stdout) == (q.returncode, q.stdout)
+    # qemu-io writes into it, qemu reads back
+    r = run(["qemu-io", *SECRET, *luks_opts("e.qcow2", "qcow2"), "-c", "write -P 3 100 5000", "-c",
+             "read -P 3 100 5000"], cwd=tmp_path)
+    assert r.returncode == 0 and "Pattern verification failed" not in r.stdout
+
+
+def test_qcow2_encrypted_by_qemu_info_and_errors(tmp_path):
+    for fmt in ("luks", "aes"):
+        extra = ",encrypt.iter-time=10" if fmt == "luks" else ""
+        qimg("create", *SECRET, "-q", "-f", "qcow2", "-o", f"encrypt.format={fmt},encrypt.key-secret=sec0{extra}",
+             tmp_path / f"{fmt}.qcow2", "4M", check=0)
+        for cmd in (["info", f"{fmt}.qcow2"], ["info", "--output=json", f"{fmt}.qcow2"],
+                    ["check", f"{fmt}.qcow2"], ["map", f"{fmt}.qcow2"],
+                    ["convert", "-O", "raw", f"{fmt}.qcow2", "x.raw"]):
+            q, v = both(cmd, tmp_path)
+            assert (v.returncode, v.stdout, v.stderr) == (q.returncode, q.stdout, q.stderr), cmd
+
+
+def test_encrypted_secret_object(tmp_path):
+    """--object secret,keyid=,iv= (AES-256-CBC encrypted secret): the luks image vireo-img creates with it opens
+    in qemu-io with the plain passphrase."""
+    import base64
+    import shutil
+    import subprocess
+    openssl = shutil.which("openssl")
+    assert openssl, "openssl (Debian's openssl package) encrypts the test secret"
+    key, iv = os.urandom(32), os.urandom(16)
+    ct = subprocess.run([openssl, "enc", "-aes-256-cbc", "-K", key.hex(), "-iv", iv.hex(), "-base64", "-A"],
+                        input=b"abc123", capture_output=True, check=True).stdout.decode()
+    objs = ["--object", f"secret,id=k,data={base64.b64encode(key).decode()},format=base64",
+            "--object", f"secret,id=sec0,data={ct},keyid=k,iv={base64.b64encode(iv).decode()}"]
+    run([VIMG, "create", *objs, "-q", "-f", "luks", "-o", "key-secret=sec0,iter-time=10", "ks.luks", "1M"],
+        cwd=tmp_path, check=0)
+    r = run(["qemu-io", *SECRET, *luks_opts("ks.luks"), "-c", "read 0 512"], cwd=tmp_path)
+    assert r.returncode == 0 and "read 512/512" in r.stdout, r.stdout + r.stderr
+    # a wrong IV decrypts to garbage padding: the same error as qemu
+    bad = objs[:3] + [f"secret,id=sec0,data={ct},keyid=k,iv={base64.b64encode(bytes(16)).decode()}"]
+    q, v = both(["info", *bad, "ks.luks"], tmp_path)
+    assert v.returncode == q.returncode
