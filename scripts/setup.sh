@@ -13,6 +13,8 @@ PACKAGES=(
   # libraries
   libgtest-dev libgmock-dev libbenchmark-dev nlohmann-json3-dev libfmt-dev libspdlog-dev
   libpugixml-dev libcli11-dev zlib1g-dev libzstd-dev liburing-dev libseccomp-dev
+  # crypto for LUKS and qcow2 encryption (ciphers, hashes, PBKDF2)
+  libgcrypt20-dev
   # tests: python runner, the real qemu-img/qemu-io as the interop oracle, QEMU for side-by-side runs,
   # a real Debian kernel (bzImage parser tests), network namespaces and taps
   python3 python3-pytest qemu-utils qemu-system-x86 linux-image-cloud-amd64 iproute2 fio procps

@@ -9,11 +9,13 @@
 #include <optional>
 #include <span>
 #include <string>
+#include <utility>
+#include <vector>
 
 namespace vireo::block {
 
 struct OpenOptions {
-  std::string format;          // "" = probe (qcow2 magic, else raw); "raw" | "qcow2"
+  std::string format;          // "" = probe; "raw" | "qcow2" | a format of block/formats.h
   bool read_only = false;
   bool force_share = false;    // qemu-img -U: take no locks (read-only only; refused with read_only=false)
   bool direct = false;         // O_DIRECT (cache=none)
@@ -21,6 +23,11 @@ struct OpenOptions {
   bool repair_dirty = true;    // qcow2: rebuild refcounts of a dirty (lazy refcounts) image on read-write open
   bool take_locks = true;      // false: skip QEMU-compatible OFD locking (tests only; force_share implies it)
   bool for_repair = false;     // qcow2: allow a read-write open of an image with the corrupt bit (check -r)
+  // Encrypted images (qcow2 LUKS/AES, luks): id of the `--object secret` holding the passphrase (qcow2's
+  // encrypt.key-secret, luks's key-secret; see block/secret.h). Backing files get the same id.
+  std::string key_secret;
+  bool no_io = false;          // headers only (qemu's BDRV_O_NO_IO, used by info): an encrypted image opens
+                               // without its key; reads and writes of such an image then fail
 };
 
 // One run of equal status, as `qemu-img map` reports it.
@@ -32,6 +39,8 @@ struct Extent {
   bool compressed = false;
   bool allocated = false;                 // qemu map's "present": some layer of the chain (the one at `depth`)
                                           // holds the range (data, zero cluster, compressed; raw: always)
+  std::string host_file;                  // the file host_offset is in when it is not the image file itself
+                                          // (vmdk extents); "" otherwise
 };
 
 class BlockImage {
@@ -78,6 +87,9 @@ struct CreateOptions {
   std::string compression_type = "zlib";   // zlib | zstd (zstd needs compat 1.1)
   bool extended_l2 = false;
   std::string preallocation = "off";       // off | metadata | falloc | full
+  // Format-specific -o options in the order given (vmdk subformat/adapter_type/..., vhdx, vpc, vdi, qed,
+  // luks key-secret/cipher-alg/..., qcow2 encrypt.*), validated by the format driver.
+  std::vector<std::pair<std::string, std::string>> extra;
 };
 
 // Creates (truncating) `path`. Validates the options with qemu-img-like messages ("Cluster size must be a

@@ -54,5 +54,7 @@ std::unique_ptr<BlockImage> open_backing_file(const std::string& path, const Ope
 // Built-in drivers (one per format file).
 extern const FormatDriver kRawDriver;     // raw.cpp
 extern const FormatDriver kQcow2Driver;   // qcow2_header.cpp
+// formats.cpp (img-formats): luks, vmdk, vhdx, vpc, vdi, qed
+extern const FormatDriver kLuksDriver, kVmdkDriver, kVhdxDriver, kVpcDriver, kVdiDriver, kQedDriver;
 
 }  // namespace vireo::block

@@ -13,7 +13,7 @@ namespace vireo::block {
 const std::vector<const FormatDriver*>& format_drivers() {
   // Probe order breaks score ties; raw last (its score is the fallback 1).
   static const std::vector<const FormatDriver*> drivers = {
-      &kQcow2Driver,
+      &kQcow2Driver, &kLuksDriver, &kVmdkDriver, &kVhdxDriver, &kVpcDriver, &kVdiDriver, &kQedDriver,
       &kRawDriver,
   };
   return drivers;

@@ -137,6 +137,8 @@ Qcow2Info Qcow2Image::info() const {
   i.incompatible_features = s.incompat;
   i.compatible_features = s.compat;
   i.autoclear_features = s.autoclear;
+  i.encrypt = s.crypt_method != 0;
+  if (s.crypt) i.encrypt_info = s.crypt->info();
   return i;
 }
 

@@ -6,6 +6,8 @@
 #include <string>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
 #include "block/block.h"
 
 namespace vireo::block {
@@ -29,6 +31,8 @@ struct Qcow2Info {
   uint64_t l1_table_offset = 0, refcount_table_offset = 0;
   uint32_t refcount_table_clusters = 0;
   uint64_t incompatible_features = 0, compatible_features = 0, autoclear_features = 0;
+  bool encrypt = false;                    // crypt_method != 0 (qemu info "encrypted": true)
+  nlohmann::ordered_json encrypt_info;     // format-specific "encrypt" member ({"format": "aes"} or LUKS), or null
 };
 
 struct Qcow2Snapshot {

@@ -69,6 +69,7 @@ void Qcow2Image::State::compute_references(std::vector<uint64_t>& ref, CheckResu
   };
   inc(0, cs);
   inc(l1_offset, uint64_t(l1_size) * 8);
+  if (crypt) inc(crypt->header_offset(), crypt->header_length());
   uint64_t errs = 0;
   walk_tree(l1, [&](uint64_t host, int kind, uint64_t) {
     if (kind == 3) return;

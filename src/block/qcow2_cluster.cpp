@@ -188,7 +188,14 @@ void Qcow2Image::State::read_locked(uint64_t offset, std::span<uint8_t> buf,
       std::fill(dst.begin(), dst.end(), 0);
     } else {
       uint64_t h = host + in_unit;
-      if (deferred) {
+      if (crypt) {
+        // Whole sectors are decrypted; host and guest offsets share their position within a sector.
+        const uint64_t lead = g % 512, span = (lead + n + 511) / 512 * 512;
+        std::vector<uint8_t> sec(span);
+        file->pread_full(h - lead, sec);
+        crypt->decrypt(h - lead, g - lead, sec);
+        std::copy_n(sec.begin() + static_cast<ptrdiff_t>(lead), n, dst.begin());
+      } else if (deferred) {
         // Merge with the previous piece when contiguous on both sides.
         if (!deferred->empty()) {
           auto& last = deferred->back();
@@ -277,7 +284,20 @@ void Qcow2Image::State::write_locked(uint64_t offset, std::span<const uint8_t> b
       }
       uint64_t h = host0 + g % cs;
       check_no_overlap(h, n, "data");
-      file->pwrite_full(h, buf.subspan(pos, n));
+      if (crypt) {
+        // Read-modify-write of the covering sectors, re-encrypted.
+        const uint64_t lead = g % 512, span = (lead + n + 511) / 512 * 512;
+        std::vector<uint8_t> sec(span);
+        if (lead || n % 512) {
+          file->pread_full(h - lead, sec);
+          crypt->decrypt(h - lead, g - lead, sec);
+        }
+        std::copy_n(buf.begin() + static_cast<ptrdiff_t>(pos), n, sec.begin() + static_cast<ptrdiff_t>(lead));
+        crypt->encrypt(h - lead, g - lead, sec);
+        file->pwrite_full(h - lead, sec);
+      } else {
+        file->pwrite_full(h, buf.subspan(pos, n));
+      }
       pos += n;
       data_written = true;
       continue;
@@ -308,6 +328,7 @@ void Qcow2Image::State::write_locked(uint64_t offset, std::span<const uint8_t> b
     std::copy_n(buf.begin() + static_cast<ptrdiff_t>(pos), run_bytes, data.begin() + static_cast<ptrdiff_t>(g % cs));
     uint64_t base = alloc_clusters(m);
     check_no_overlap(base, m * cs, "data");
+    if (crypt) crypt->encrypt(base, first_g, data);
     file->pwrite_full(base, data);
     data_written = true;
     t = &get_l2(t_off);

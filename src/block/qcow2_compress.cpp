@@ -82,6 +82,7 @@ void Qcow2Image::write_compressed(uint64_t offset, std::span<const uint8_t> data
   State& s = *s_;
   // Compression runs before taking the image lock, so several threads compress in parallel.
   // Up to one cluster of data; shorter data is zero-padded, bytes past the end of the image are ignored.
+  if (s.crypt) throw Error(fmt::format("write_compressed {}: compression is not supported on encrypted images", s.filename), ENOTSUP);
   if (offset % s.cs) fail("write_compressed {}: offset {} is not cluster aligned", s.filename, offset);
   if (offset >= s.size || data.empty() || data.size() > s.cs)
     fail("write_compressed {}: need 1..{} bytes inside the image at {}", s.filename, s.cs, offset);

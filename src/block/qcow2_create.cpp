@@ -56,16 +56,21 @@ void create_qcow2(const std::string& path, const CreateOptions& o) {
   if (l1_entries * 8 > kMaxL1Bytes) fail("Image size too big: the L1 table would exceed {} bytes", kMaxL1Bytes);
   uint64_t l1c = div_round_up(l1_entries * 8, cs);
   uint64_t n = cs * 8 / rb;
+  // Encryption: a LUKS header area after the L1 table (where qemu puts it).
+  const auto cc = qcow2::create_crypto_request(o);
+  if (cc && pa != "off") fail("Preallocation is not supported with encryption");
+  const uint64_t crypt_clusters =
+      cc && cc->method == qcow2::kCryptLuks ? div_round_up(qcow2::luks_area_bytes(cc->luks), cs) : 0;
   // Layout: header, refcount table, refcount blocks, L1.
   uint64_t T = 1, R = 1;
   for (int i = 0; i < 100; i++) {
-    uint64_t total = 1 + T + R + l1c;
+    uint64_t total = 1 + T + R + l1c + crypt_clusters;
     uint64_t nr = div_round_up(total, n), nt = div_round_up(nr * 8, cs);
     if (nr == R && nt == T) break;
     R = nr;
     T = nt;
   }
-  uint64_t total = 1 + T + R + l1c;
+  uint64_t total = 1 + T + R + l1c + crypt_clusters;
   HostFile f(path, false, false, true);
   // Header through a State so the serialisation is shared.
   Qcow2Image::State hs;
@@ -89,7 +94,16 @@ void create_qcow2(const std::string& path, const CreateOptions& o) {
   }
   hs.backing_name = o.backing_file;
   hs.backing_fmt = o.backing_file.empty() ? "" : o.backing_format;
-  std::vector<uint8_t> out(total * cs, 0);
+  std::vector<uint8_t> out((total - crypt_clusters) * cs, 0);
+  if (cc) {
+    hs.crypt_method = cc->method;
+    if (cc->method == qcow2::kCryptLuks) {
+      const uint64_t at = (1 + T + R + l1c) * cs;
+      auto ext = qcow2::create_luks_header(*cc, at, [&](uint64_t off, std::span<const uint8_t> b) { f.pwrite_full(off, b); });
+      hs.exts.insert(hs.exts.begin(), {qcow2::kExtCryptoHeader, ext});
+      f.truncate(total * cs);
+    }
+  }
   auto hdr = hs.header_cluster();
   std::copy(hdr.begin(), hdr.end(), out.begin());
   for (uint64_t bi = 0; bi < R; bi++) put64(&out[cs + bi * 8], (1 + T + bi) * cs);

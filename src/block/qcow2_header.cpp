@@ -164,7 +164,6 @@ std::unique_ptr<Qcow2Image> Qcow2Opener::run(const std::string& path, const Open
     if (s.header_length > s.cs) fail("qcow2 header exceeds cluster size");
     if (s.header_length > 104) s.compression_type = h[104];
   }
-  if (s.crypt_method) fail("Could not open '{}': encrypted qcow2 images are not supported", path);
   if (s.refcount_order > 6) fail("Reference count entry width too large; may not exceed 64 bits");
   std::vector<uint8_t> hc(s.cs);
   s.file->pread_full(0, hc);
@@ -197,6 +196,14 @@ std::unique_ptr<Qcow2Image> Qcow2Opener::run(const std::string& path, const Open
       }
       s.exts.push_back({type, std::move(data)});
     }
+  }
+  if (s.crypt_method) {
+    const std::vector<uint8_t>* cext = nullptr;
+    for (const auto& e : s.exts)
+      if (e.type == qcow2::kExtCryptoHeader) cext = &e.data;
+    HostFile* hf = s.file.get();
+    s.crypt = qcow2::Crypto::open(s.crypt_method, cext, hf->length(),
+                                  [hf](uint64_t off, std::span<uint8_t> b) { hf->pread_full(off, b); }, opts);
   }
   const uint64_t known_incompat =
       kIncompatDirty | kIncompatCorrupt | kIncompatCompression | kIncompatExtendedL2;

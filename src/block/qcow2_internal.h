@@ -17,6 +17,7 @@
 #include "block/file.h"
 #include "block/format.h"
 #include "block/qcow2.h"
+#include "block/qcow2_crypto.h"
 #include "block/qcow2_format.h"
 #include "common/error.h"
 
@@ -66,6 +67,7 @@ struct Qcow2Image::State {
   uint64_t cs = 65536;
   uint64_t size = 0;
   uint32_t crypt_method = 0;
+  std::unique_ptr<qcow2::Crypto> crypt;   // encrypted images (block/qcow2_crypto.h)
   uint32_t l1_size = 0;
   uint64_t l1_offset = 0;
   uint64_t rt_offset = 0;

@@ -6,6 +6,7 @@
 
 #include "block/qcow2.h"
 #include "common/error.h"
+#include "block/formats.h"
 #include "img/check_format.h"
 #include "img/cli.h"
 
@@ -53,8 +54,10 @@ std::string check_human(const block::CheckResult& r) {
 
 nlohmann::ordered_json check_json(const block::CheckResult& r, const std::string& filename,
                                   const std::string& format) {
+  // qemu prints its QDict in hash order (checked against qemu-img 7.2 output).
   nlohmann::ordered_json j;
   if (r.image_end_offset) j["image-end-offset"] = r.image_end_offset;
+  if (r.compressed_clusters) j["compressed-clusters"] = r.compressed_clusters;
   if (r.total_clusters) j["total-clusters"] = r.total_clusters;
   j["check-errors"] = r.check_errors;
   if (r.leaks) j["leaks"] = r.leaks;
@@ -62,10 +65,9 @@ nlohmann::ordered_json check_json(const block::CheckResult& r, const std::string
   if (r.leaks_fixed) j["leaks-fixed"] = r.leaks_fixed;
   if (r.corruptions_fixed) j["corruptions-fixed"] = r.corruptions_fixed;
   if (r.allocated_clusters) j["allocated-clusters"] = r.allocated_clusters;
-  if (r.fragmented_clusters) j["fragmented-clusters"] = r.fragmented_clusters;
-  if (r.compressed_clusters) j["compressed-clusters"] = r.compressed_clusters;
   j["filename"] = filename;
   j["format"] = format;
+  if (r.fragmented_clusters) j["fragmented-clusters"] = r.fragmented_clusters;
   return j;
 }
 
@@ -94,7 +96,7 @@ int cmd_check(int argc, char** argv) {
       case 'U': spec.force_share = true; break;
       case 'q': quiet = true; break;
       case 'T': break;
-      case 'j': break;
+      case 'j': add_object_or_die(p.arg()); break;
       case 'O': json = parse_output_format(p.arg()); break;
       case 'r':
         if (std::strcmp(p.arg(), "leaks") == 0) mode = block::RepairMode::Leaks;
@@ -111,10 +113,11 @@ int cmd_check(int argc, char** argv) {
   spec.open_backing = false;
   auto img = open_or_die(filename, spec);
   auto* q = dynamic_cast<block::Qcow2Image*>(img.get());
-  if (!q) die("This image format does not support checks", 63);
+  auto* d = dynamic_cast<block::ImageDetails*>(img.get());
+  if (!q && !(d && d->can_check())) die("This image format does not support checks", 63);
   block::CheckResult r;
   try {
-    r = q->check(mode);
+    r = q ? q->check(mode) : d->check(mode);
   } catch (const Error& e) {
     die(fmt::format("Check failed: {}", e.what()));
   }

@@ -18,6 +18,7 @@
 #include "common/error.h"
 #include "common/fd.h"
 #include "img/cli.h"
+#include "img/formats_cli.h"
 #include "img/convert_plan.h"
 
 namespace vireo::img {
@@ -406,14 +407,16 @@ int cmd_convert(int argc, char** argv) {
       case 'U': force_share = true; break;
       case 'r': break;
       case OPT_TARGET_IS_ZERO: target_is_zero = true; break;
-      case OPT_OBJECT: case OPT_BITMAPS: break;
+      case OPT_OBJECT: add_object_or_die(p.arg()); break;
+      case OPT_BITMAPS: break;
       case OPT_IMAGE_OPTS: case OPT_TARGET_IMAGE_OPTS: die("--image-opts is not supported by " + prog());
       case OPT_SALVAGE: die("--salvage is not supported by " + prog());
     }
   }
   if (quiet) progress = false;
   if (opts.help) {
-    if (out_fmt != "raw" && out_fmt != "qcow2") die(fmt::format("Unknown file format '{}'", out_fmt));
+    if (out_fmt != "raw" && out_fmt != "qcow2" && !is_foreign_cli_format(out_fmt))
+      die(fmt::format("Unknown file format '{}'", out_fmt));
     std::fputs(option_help(out_fmt).c_str(), stdout);
     return 0;
   }
@@ -422,7 +425,8 @@ int cmd_convert(int argc, char** argv) {
   std::vector<std::string> inputs(argv + p.index(), argv + argc - 1);
   const std::string out_name = argv[argc - 1];
   if (target_is_zero && !no_create) die("--target-is-zero requires use of -n flag");
-  if (out_fmt != "raw" && out_fmt != "qcow2") die(fmt::format("Unknown file format '{}'", out_fmt));
+  if (out_fmt != "raw" && out_fmt != "qcow2" && !is_foreign_cli_format(out_fmt))
+    die(fmt::format("Unknown file format '{}'", out_fmt));
   if (compress && out_fmt != "qcow2") die("Compression not supported for this file format");
   if (!snapshot.empty() && inputs.size() > 1) die("No support for concatenating multiple snapshot");
   if (!backing.empty() && no_create) die("Specifying backing image makes no sense when not creating a target image");
@@ -501,6 +505,9 @@ int cmd_convert(int argc, char** argv) {
   tspec.format = out_fmt;
   tspec.read_only = false;
   tspec.direct = cache_none;
+  // An encrypted target is opened with the secret it was created with (luks key-secret, qcow2
+  // encrypt.key-secret), as qemu-img convert does.
+  if (auto ks = opts.get(out_fmt == "qcow2" ? "encrypt.key-secret" : "key-secret")) tspec.key_secret = *ks;
   auto target = open_or_die(out_name, tspec);
   if (no_create && target->size() < total)
     die(fmt::format("Error: target image size is smaller than the source image ({} < {})", target->size(), total));
@@ -512,11 +519,13 @@ int cmd_convert(int argc, char** argv) {
   job.compress = compress;
   job.target_backing = target->backing() != nullptr || !backing.empty();
   job.skip_backing = !backing.empty();
-  job.target_zero = (fresh && !job.target_backing) || target_is_zero;
-  const uint64_t cs = job.qtarget ? job.qtarget->cluster_size() : 4096;
+  job.target_zero = (fresh && !job.target_backing && target_has_zero_init(*target)) || target_is_zero;
+  // vmdk grains are written whole (streamOptimized takes nothing else): detect zeroes per grain there.
+  const uint64_t fcs = foreign_write_granularity(*target);
+  const uint64_t cs = job.qtarget ? job.qtarget->cluster_size() : fcs ? fcs : 4096;
   job.chunk = std::max<uint64_t>(cs, 2 * 1024 * 1024);
   if (compress) job.chunk = std::max<uint64_t>(cs, 512 * 1024);   // whole clusters, in target space
-  job.gran = sparse == 0 ? 0 : (job.qtarget ? std::max<uint64_t>(sparse, cs) : sparse);
+  job.gran = sparse == 0 ? 0 : (job.qtarget || fcs ? std::max<uint64_t>(sparse, cs) : sparse);
   if (job.gran && job.chunk % job.gran) job.chunk = (job.chunk / job.gran + 1) * job.gran;
   job.in_order = !out_of_order && !compress;
   if (total > 0) {

@@ -7,6 +7,7 @@
 #include "block/qcow2.h"
 #include "common/error.h"
 #include "img/cli.h"
+#include "img/formats_cli.h"
 #include "img/info_format.h"
 
 namespace vireo::img {
@@ -29,11 +30,12 @@ int cmd_create(int argc, char** argv) {
       case 'o': merge_options(opts, parse_option_list(p.arg())); break;
       case 'q': quiet = true; break;
       case 'u': unsafe = true; break;
-      case 'j': break;
+      case 'j': add_object_or_die(p.arg()); break;
     }
   }
   if (opts.help) {
-    if (fmt_name != "raw" && fmt_name != "qcow2") die(fmt::format("Unknown file format '{}'", fmt_name));
+    if (fmt_name != "raw" && fmt_name != "qcow2" && !is_foreign_cli_format(fmt_name))
+      die(fmt::format("Unknown file format '{}'", fmt_name));
     std::fputs(option_help(fmt_name).c_str(), stdout);
     return 0;
   }
@@ -52,7 +54,8 @@ int cmd_create(int argc, char** argv) {
     }
   }
   if (i < argc) usage_error(fmt::format("Unexpected argument: {}", argv[i]));
-  if (fmt_name != "raw" && fmt_name != "qcow2") die(fmt::format("Unknown file format '{}'", fmt_name));
+  if (fmt_name != "raw" && fmt_name != "qcow2" && !is_foreign_cli_format(fmt_name))
+    die(fmt::format("Unknown file format '{}'", fmt_name));
   if (!backing.empty()) opts.set("backing_file", backing);
   if (!backing_fmt.empty()) opts.set("backing_fmt", backing_fmt);
   block::CreateOptions c;
@@ -169,6 +172,7 @@ nlohmann::ordered_json image_info_json(block::BlockImage& img) {
     d["compression-type"] = qi->compression_type;
     if (qi->version >= 3) d["lazy-refcounts"] = qi->lazy_refcounts;
     d["refcount-bits"] = qi->refcount_bits;
+    if (!qi->encrypt_info.is_null()) d["encrypt"] = qi->encrypt_info;
     if (qi->version >= 3) {
       d["corrupt"] = qi->corrupt;
       d["extended-l2"] = qi->extended_l2;
@@ -179,7 +183,9 @@ nlohmann::ordered_json image_info_json(block::BlockImage& img) {
       j["backing-filename"] = qi->backing_file;
     }
   }
+  if (qi && qi->encrypt) j["encrypted"] = true;
   j["dirty-flag"] = qi ? qi->dirty : false;
+  add_image_details(j, img);
   return j;
 }
 
@@ -191,6 +197,7 @@ std::string image_info_human(block::BlockImage& img) {
   const uint64_t vs = j["virtual-size"].get<uint64_t>();
   out += fmt::format("virtual size: {} ({} bytes)\n", size_to_str(vs), vs);
   out += "disk size: " + size_to_str(j["actual-size"].get<uint64_t>()) + "\n";
+  if (j.contains("encrypted") && j["encrypted"].get<bool>()) out += "encrypted: yes\n";
   if (j.contains("cluster-size")) out += fmt::format("cluster_size: {}\n", j["cluster-size"].get<uint64_t>());
   if (j["dirty-flag"].get<bool>()) out += "cleanly shut down: no\n";
   if (j.contains("backing-filename")) {
@@ -208,13 +215,7 @@ std::string image_info_human(block::BlockImage& img) {
   }
   if (j.contains("format-specific")) {
     out += "Format specific information:\n";
-    for (const auto& [k, v] : j["format-specific"]["data"].items()) {
-      std::string name = k;
-      for (auto& ch : name)
-        if (ch == '-') ch = ' ';
-      std::string val = v.is_string() ? v.get<std::string>() : v.dump();
-      out += "    " + name + ": " + val + "\n";
-    }
+    out += qapi_human(j["format-specific"]["data"], 4);
   }
   return out;
 }
@@ -236,12 +237,13 @@ int cmd_info(int argc, char** argv) {
       case 'U': spec.force_share = true; break;
       case 'O': json = parse_output_format(p.arg()); break;
       case 'c': chain = true; break;
-      case 'j': break;
+      case 'j': add_object_or_die(p.arg()); break;
     }
   }
   if (p.index() != argc - 1) usage_error("Expecting one image file name");
   const std::string filename = argv[p.index()];
   spec.read_only = true;
+  spec.no_io = true;
   spec.open_backing = chain;   // like qemu-img: a missing backing file only matters for --backing-chain
   auto img = open_or_die(filename, spec);
   std::vector<block::BlockImage*> images{img.get()};

@@ -49,7 +49,7 @@ int cmd_snapshot(int argc, char** argv) {
       case 'f': spec.format = p.arg(); break;
       case 'q': quiet = true; break;
       case 'U': spec.force_share = true; break;
-      case 'j': break;
+      case 'j': add_object_or_die(p.arg()); break;
       case 'i': die("--image-opts is not supported by " + prog());
     }
   }
@@ -129,7 +129,7 @@ int cmd_resize(int argc, char** argv) {
       case 'q': quiet = true; break;
       case OPT_SHRINK: shrink = true; break;
       case OPT_PREALLOC: prealloc = p.arg(); break;
-      case OPT_OBJECT: break;
+      case OPT_OBJECT: add_object_or_die(p.arg()); break;
       case OPT_IMAGE_OPTS: die("--image-opts is not supported by " + prog());
     }
   }
@@ -196,7 +196,8 @@ int cmd_rebase(int argc, char** argv) {
       case 'p': progress = true; break;
       case 'q': quiet = true; break;
       case 'U': force_share = true; break;
-      case 't': case 'T': case 'j': break;
+      case 't': case 'T': break;
+      case 'j': add_object_or_die(p.arg()); break;
       case 'i': die("--image-opts is not supported by " + prog());
     }
   }
@@ -304,7 +305,8 @@ int cmd_commit(int argc, char** argv) {
       case 'd': drop = true; break;
       case 'p': progress = true; break;
       case 'q': quiet = true; break;
-      case 't': case 'r': case 'j': break;
+      case 't': case 'r': break;
+      case 'j': add_object_or_die(p.arg()); break;
       case 'i': die("--image-opts is not supported by " + prog());
     }
   }

@@ -15,6 +15,7 @@
 #include <cerrno>
 #include <map>
 
+#include "block/formats.h"
 #include "block/qcow2.h"
 #include "common/error.h"
 #include "common/fd.h"
@@ -63,7 +64,8 @@ int cmd_compare(int argc, char** argv) {
       case 'q': quiet = true; break;
       case 's': strict = true; break;
       case 'U': s1.force_share = s2.force_share = true; break;
-      case 'T': case 'j': break;
+      case 'T': break;
+      case 'j': add_object_or_die(p.arg()); break;
       case 'i': die("--image-opts is not supported by " + prog(), 2);
     }
   }
@@ -239,7 +241,7 @@ int cmd_map(int argc, char** argv) {
           die("Invalid length specified! You may use k, M, G, T, P or E suffixes for ");
         }
         break;
-      case OPT_OBJECT: break;
+      case OPT_OBJECT: add_object_or_die(p.arg()); break;
       case OPT_IMAGE_OPTS: die("--image-opts is not supported by " + prog());
     }
   }
@@ -274,10 +276,14 @@ int cmd_map(int argc, char** argv) {
       m.data = e.data;
       m.present = raw || e.data || (e.zero && e.depth < static_cast<int>(chain.size()) - 1) ||
                   (e.zero && e.host_offset.has_value());
+      if (const size_t dd = static_cast<size_t>(std::max(0, e.depth));
+          dd < chain.size() && dynamic_cast<block::ImageDetails*>(chain[dd]))
+        m.present = e.allocated;   // formats of block/formats.h report qemu's "present" exactly
       if (raw) m.offset = off;
       else if (e.host_offset) m.offset = e.host_offset;
       const size_t d = static_cast<size_t>(std::max(0, e.depth));
       m.file = d < chain.size() ? chain[d]->filename() : filename;
+      if (!e.host_file.empty()) m.file = e.host_file;   // vmdk extents live in their own files
       if (!out.empty() && mergeable(out.back(), m)) out.back().length += len;
       else out.push_back(m);
       off += len;
@@ -302,7 +308,8 @@ int cmd_map(int argc, char** argv) {
   } else {
     std::printf("%-16s%-16s%-16s%s\n", "Offset", "Length", "Mapped to", "File");
     for (const auto& m : out) {
-      if (!m.data || !m.offset) continue;
+      if (m.data && !m.offset) die("File contains external, encrypted or compressed clusters.");
+      if (!m.data || m.zero || !m.offset) continue;
       std::printf("%#-16llx%#-16llx%#-16llx%s\n", static_cast<unsigned long long>(m.start),
                   static_cast<unsigned long long>(m.length), static_cast<unsigned long long>(*m.offset),
                   m.file.c_str());
@@ -343,7 +350,7 @@ int cmd_measure(int argc, char** argv) {
           die("Invalid size specified. You may use k, M, G, T, P or E suffixes for");
         }
         break;
-      case OPT_OBJECT: break;
+      case OPT_OBJECT: add_object_or_die(p.arg()); break;
       case OPT_IMAGE_OPTS: die("--image-opts is not supported by " + prog());
     }
   }
@@ -451,7 +458,7 @@ int cmd_dd(int argc, char** argv) {
       case 'f': spec.format = p.arg(); break;
       case 'O': out_fmt = p.arg(); break;
       case 'U': spec.force_share = true; break;
-      case 'j': break;
+      case 'j': add_object_or_die(p.arg()); break;
       case 'i': die("--image-opts is not supported by " + prog());
     }
   }
@@ -573,7 +580,7 @@ int cmd_bench(int argc, char** argv) {
       case OPT_FLUSH: flush_interval = num("flush interval", false); break;
       case OPT_PATTERN: pattern = static_cast<int>(num("pattern byte", false)); if (pattern > 0xff) die("Invalid pattern byte specified"); break;
       case OPT_NO_DRAIN: drain = false; break;
-      case OPT_OBJECT: break;
+      case OPT_OBJECT: add_object_or_die(p.arg()); break;
       case OPT_IMAGE_OPTS: die("--image-opts is not supported by " + prog());
     }
   }

@@ -67,6 +67,8 @@ struct OpenSpec {
   bool force_share = false;
   bool open_backing = true;
   bool direct = false;
+  std::string key_secret;   // encrypted images: --object secret id (block::OpenOptions::key_secret)
+  bool no_io = false;       // info: headers only (encrypted images open without their key)
 };
 std::unique_ptr<block::BlockImage> open_or_die(const std::string& path, const OpenSpec& spec);
 
@@ -82,6 +84,9 @@ class Progress {
   bool done_ = false;
   double last_ = -1;
 };
+
+// --object (img/objects.h); on a bad object: report and exit 1.
+void add_object_or_die(const std::string& spec);
 
 // Subcommands.
 int cmd_create(int argc, char** argv);

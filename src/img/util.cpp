@@ -8,6 +8,7 @@
 #include <limits>
 
 #include "common/error.h"
+#include "img/formats_cli.h"
 #include "img/img.h"
 
 namespace vireo::img {
@@ -167,6 +168,7 @@ bool parse_qemu_bool(const std::string& name, const std::string& value) {
 block::CreateOptions create_options_from(const std::string& fmt, const OptionList& opts) {
   block::CreateOptions c;
   c.format = fmt;
+  if (is_foreign_cli_format(fmt)) return foreign_create_options(fmt, opts);
   const bool qcow2 = fmt == "qcow2";
   if (fmt != "qcow2" && fmt != "raw") fail("Unknown file format '{}'", fmt);
   for (const auto& [k, v] : opts.items) {
@@ -212,8 +214,9 @@ block::CreateOptions create_options_from(const std::string& fmt, const OptionLis
       c.compression_type = v;
     } else if (qcow2 && k == "extended_l2") {
       c.extended_l2 = parse_qemu_bool(k, v);
-    } else if (qcow2 && (k == "data_file" || k == "data_file_raw" || k == "encryption" ||
-                         k.rfind("encrypt.", 0) == 0)) {
+    } else if (qcow2 && take_qcow2_encrypt_option(c, k, v)) {
+      // encryption / encrypt.*: handled by the qcow2 driver (CreateOptions::extra)
+    } else if (qcow2 && (k == "data_file" || k == "data_file_raw")) {
       fail("Option '{}' is not supported by {}", k, prog());
     } else {
       fail("Invalid parameter '{}'", k);
@@ -249,7 +252,9 @@ void validate_create_options(const block::CreateOptions& c) {
 
 std::string formatting_line(const std::string& filename, const block::CreateOptions& c,
                             const OptionList& given) {
+  if (is_foreign_cli_format(c.format)) return foreign_formatting_line(filename, c, given);
   std::string s = fmt::format("Formatting '{}', fmt={}", filename, c.format);
+  if (c.format == "qcow2") s += qcow2_encrypt_formatting(given);
   const auto onoff = [](bool b) { return b ? "on" : "off"; };
   if (c.format == "qcow2") {
     s += fmt::format(" cluster_size={} extended_l2={}", c.cluster_size, onoff(c.extended_l2));
@@ -267,6 +272,7 @@ std::string formatting_line(const std::string& filename, const block::CreateOpti
 }
 
 std::string option_help(const std::string& fmt) {
+  if (is_foreign_cli_format(fmt)) return foreign_option_help(fmt);
   if (fmt == "raw")
     return "Supported raw options:\n"
            "  size=<size>            - Virtual disk size\n"
@@ -296,7 +302,9 @@ std::unique_ptr<block::BlockImage> open_or_die(const std::string& path, const Op
   o.force_share = spec.force_share && spec.read_only;
   o.open_backing = spec.open_backing;
   o.direct = spec.direct;
-  if (spec.format != "" && spec.format != "raw" && spec.format != "qcow2")
+  o.key_secret = spec.key_secret;
+  o.no_io = spec.no_io;
+  if (spec.format != "" && spec.format != "raw" && spec.format != "qcow2" && !is_foreign_cli_format(spec.format))
     die(fmt::format("Could not open '{}': Unknown driver '{}'", path, spec.format));
   try {
     return block::open_image(path, o);
