@@ -345,6 +345,16 @@ class virConnect:
                 return virDomain(self, s)
         _raise(f"Domain not found: no domain with matching id {int(id)}", VIR_ERR_NO_DOMAIN)
 
+    def getAllDomainStats(self, stats=0, flags=0):
+        """[(virDomain, {"state.state": 1, ...})] for every domain (libvirt's keys; `stats` groups ignored)."""
+        return [(d, self._stats_of(d)) for d in self.listAllDomains(0)]
+
+    def domainListGetStats(self, doms, stats=0, flags=0):
+        return [(d, self._stats_of(d)) for d in doms]
+
+    def _stats_of(self, d):
+        return {k: v for k, v in self._call("domstats", domain=d.UUIDString())["stats"]}
+
     def defineXML(self, xml):
         return self.defineXMLFlags(xml, 0)
 
@@ -430,6 +440,23 @@ class virDomain:
 
     def maxMemory(self):
         return self._call("info")["max_memory_kib"]
+
+    def vcpus(self):
+        """([(number, state, cpuTime ns, cpu)], [cpumap tuple of bools per vCPU])"""
+        rows = self._call("vcpuinfo")
+        info = [(r["vcpu"], 1 if r["state"] == "running" else 0, r["time_ns"], r["cpu"]) for r in rows]
+        maps = [tuple(c == "y" for c in r["affinity"]) for r in rows]
+        return (info, maps)
+
+    def interfaceStats(self, path):
+        """(rx_bytes, rx_packets, rx_errs, rx_drop, tx_bytes, tx_packets, tx_errs, tx_drop) from the guest's view"""
+        st = self._call("domifstat", interface=path)
+        return tuple(st[k] for k in ("rx_bytes", "rx_packets", "rx_errs", "rx_drop", "tx_bytes", "tx_packets",
+                                     "tx_errs", "tx_drop"))
+
+    def blockStats(self, path):
+        st = self._call("domblkstat", device=path)
+        return tuple(st[k] for k in ("rd_req", "rd_bytes", "wr_req", "wr_bytes", "errs"))
 
     def XMLDesc(self, flags=0):
         return self._call("dumpxml", inactive=bool(flags & VIR_DOMAIN_XML_INACTIVE))["xml"]

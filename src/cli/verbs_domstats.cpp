@@ -148,6 +148,40 @@ void add_domain_stats_verbs(Verbs& v) {
   blkstat->add_flag("--human", o->human, "print a more human readable output");
   blkstat->footer("Get device block stats for a running domain.");
 
+  struct AddrOpts {
+    std::string iface, source = "lease";
+    bool full = false;
+  };
+  auto ao = std::make_shared<AddrOpts>();
+  auto* ifaddr = domain_arg(v.add("domifaddr", "Get network interfaces' addresses for a running domain", [&cli, o, ao] {
+    const std::string name = name_of(cli, o->dom);
+    json rows;
+    try {
+      rows = cli.c().call("domifaddr", {{"domain", name}, {"source", ao->source}});
+    } catch (const ClientError& e) {
+      cmd_fail({"Failed to query for interfaces addresses", e.what()});
+    }
+    std::string out = fmt::format(" {:<10} {:<20} {:<12} {}\n", "Name", "MAC address", "Protocol", "Address");
+    out += std::string(79, '-') + "\n";
+    std::string last;
+    for (const auto& r : rows) {
+      const std::string n = r.value("name", "");
+      if (!ao->iface.empty() && n != ao->iface) continue;
+      // virsh names an interface once; its further addresses get "-" unless --full.
+      const bool repeat = n == last && !ao->full;
+      const std::string addr = r.value("address", "") + "/" + std::to_string(r.value("prefix", 0));
+      out += fmt::format(" {:<10} {:<20} {:<12} {}\n", repeat ? "-" : dash(n), repeat ? "-" : r.value("mac", ""),
+                         r.value("protocol", ""), addr);
+      last = n;
+    }
+    write_stdout(out);
+    return 0;
+  }));
+  ifaddr->add_option("--interface", ao->iface, "network interface name");
+  ifaddr->add_flag("--full", ao->full, "always display names and MACs of interfaces");
+  ifaddr->add_option("--source", ao->source, "address source: 'lease', 'agent', or 'arp'");
+  ifaddr->footer("Get network interfaces' addresses for a running domain.");
+
   auto* stats = v.add("domstats", "get statistics about one or multiple domains", [&cli, o] {
     std::vector<std::string> names;
     try {

@@ -75,6 +75,13 @@ vireo_conn* vireo_connect(const char* uri) {
   }, nullptr);
 }
 
+vireo_conn* vireo_connect_readonly(const char* uri) {
+  return guarded([&]() -> vireo_conn* {
+    auto c = std::make_unique<vireo::client::Connection>(uri ? uri : "", true);
+    return new vireo_conn{std::move(c)};
+  }, nullptr);
+}
+
 void vireo_conn_close(vireo_conn* conn) { delete conn; }
 
 const char* vireo_last_error(void) { return g_last_error.c_str(); }

@@ -28,8 +28,11 @@ enum vireo_domain_state {
 #define VIREO_LIST_ACTIVE 1u
 #define VIREO_LIST_INACTIVE 2u
 
-/* uri: NULL or "" for the default socket ($VIREO_ROOT/run/vireo/vireod.sock), or "unix:///path". */
+/* uri: NULL or "" for the local daemon ($VIREO_ROOT/run/vireo/vireod.sock), "unix:///path", or a remote URI:
+ * "vireo+ssh://[user@]host[:port]/", "vireo+tls://host[:port]/", "vireo+tcp://host[:port]/" (docs/remote.md). */
 vireo_conn* vireo_connect(const char* uri);
+/* A read-only connection: queries only (locally through the read-only socket, $VIREO_ROOT/run/vireo/vireod-ro.sock). */
+vireo_conn* vireo_connect_readonly(const char* uri);
 void vireo_conn_close(vireo_conn* conn);
 const char* vireo_last_error(void);
 

@@ -360,6 +360,40 @@ void HostDriver::register_methods(MethodTable& t) {
     // vireo-vmm's control socket has no per-disk counters yet (docs/remote.md, "Not done").
     throw RpcError(-32601, "this function is not supported by the connection driver: virDomainBlockStats");
   });
+  t.add("domifaddr", A::kReadOnly, [this](const json& p, Call&) {
+    Running r = snapshot(h_, p, false);
+    const std::string source = param_str_or(p, "source", "lease");
+    if (source != "arp" && source != "lease" && source != "agent")
+      bad_arg("unknown data source '" + source + "' (lease, agent or arp)");
+    if (source != "arp")
+      throw RpcError(-32601, "this function is not supported by the connection driver: virDomainInterfaceAddresses "
+                             "(source '" + source + "'; use --source arp)");
+    auto names = interface_names(h_, r);
+    // The host's neighbour table (IPv4), as libvirt's arp source reads it.
+    std::vector<std::pair<std::string, std::string>> arp;  // (mac, ip)
+    if (auto t = try_read_file("/proc/net/arp")) {
+      std::istringstream is(*t);
+      std::string line;
+      std::getline(is, line);  // header
+      while (std::getline(is, line)) {
+        std::istringstream ls(line);
+        std::string ip, hw, flags, mac;
+        if (!(ls >> ip >> hw >> flags >> mac)) continue;
+        if (flags == "0x0") continue;  // incomplete entry
+        std::transform(mac.begin(), mac.end(), mac.begin(), ::tolower);
+        arp.emplace_back(mac, ip);
+      }
+    }
+    json out = json::array();
+    for (size_t i = 0; i < r.def.devices.interfaces.size(); ++i) {
+      std::string mac = r.def.devices.interfaces[i].mac;
+      std::transform(mac.begin(), mac.end(), mac.begin(), ::tolower);
+      for (const auto& [m, ip] : arp)
+        if (m == mac)
+          out.push_back({{"name", names[i]}, {"mac", mac}, {"protocol", "ipv4"}, {"address", ip}, {"prefix", 0}});
+    }
+    return out;
+  });
   t.add("domstats", A::kReadOnly, [this](const json& p, Call&) {
     Running r = snapshot(h_, p, true);
     json s = json::array();

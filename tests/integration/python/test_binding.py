@@ -224,3 +224,36 @@ def test_shutdown_and_reboot_reach_the_vmm(conn, short_root, guests, daemon):
         time.sleep(0.05)
     assert d.state() == [vireo.VIR_DOMAIN_SHUTOFF, vireo.VIR_DOMAIN_SHUTOFF_SHUTDOWN]
     d.undefine()
+
+
+def test_host_and_statistics(conn, daemon, short_root, guests):
+    import os
+    import socket
+    assert conn.getHostname() == socket.gethostname()
+    info = conn.getInfo()
+    assert info[0] == os.uname().machine and info[2] == os.cpu_count()
+    assert info[4] * info[5] * info[6] * info[7] == os.cpu_count()
+    assert info[1] == int(open("/proc/meminfo").read().split()[1]) // 1024
+    assert "<capabilities>" in conn.getCapabilities() and "<os_type>hvm</os_type>" in conn.getCapabilities()
+    assert conn.getSysinfo().startswith("<sysinfo type='smbios'")
+    d = conn.defineXML(domain_xml("web", guests / "spin.elf").replace("<vcpu>1</vcpu>", "<vcpu>2</vcpu>"))
+    with pytest.raises(vireo.libvirtError) as e:
+        d.vcpus()
+    assert e.value.get_error_code() == vireo.VIR_ERR_OPERATION_INVALID
+    d.create()
+    vcpus, maps = d.vcpus()
+    assert [v[0] for v in vcpus] == [0, 1] and all(v[1] == vireo.VIR_VCPU_RUNNING for v in vcpus)
+    assert all(len(m) == os.sysconf("SC_NPROCESSORS_CONF") for m in maps)
+    stats = dict(conn.getAllDomainStats())
+    assert stats[d]["state.state"] == vireo.VIR_DOMAIN_RUNNING
+    assert stats[d]["state.reason"] == vireo.VIR_DOMAIN_RUNNING_BOOTED
+    assert stats[d]["vcpu.current"] == 2 and stats[d]["balloon.maximum"] == 65536
+    assert conn.domainListGetStats([d])[0][1]["vcpu.maximum"] == 2
+    with pytest.raises(vireo.libvirtError) as e:
+        d.interfaceStats("nope")
+    assert e.value.get_error_message() == "invalid argument: 'nope' is not a known interface"
+    with pytest.raises(vireo.libvirtError) as e:
+        d.blockStats("")
+    assert e.value.get_error_code() == vireo.VIR_ERR_NO_SUPPORT
+    d.destroy()
+    d.undefine()

@@ -53,7 +53,7 @@ def sections(text, drop=("DESCRIPTION",)):
 
 
 @pytest.mark.parametrize("verb", ["dominfo", "domiflist", "domblklist", "domifstat", "vcpuinfo", "hostname", "uri",
-                                  "nodeinfo", "capabilities", "sysinfo", "domstate", "autostart",
+                                  "nodeinfo", "capabilities", "sysinfo", "domstate", "autostart", "domifaddr",
                                   "domblkstat"])
 def test_verb_help_matches_virsh(daemon, verb):
     want = virsh("help", verb)
@@ -189,6 +189,21 @@ def test_running_domain_statistics(daemon, short_root, guests, tap):
     assert daemon.ok("domstats", "--state", "web") == "Domain: 'web'\n  state.state=1\n  state.reason=1\n\n"
     daemon.ok("suspend", "web")
     assert "state.state=3\n  state.reason=1\n" in daemon.ok("domstats", "--state")
+
+    # domifaddr --source arp: the host's neighbour table, matched by the guest's MAC (a documentation-range
+    # address on our own tap; nothing is sent).
+    for cmd in (["ip", "addr", "add", "198.51.100.1/24", "dev", tap], ["ip", "link", "set", tap, "up"],
+                ["ip", "neigh", "replace", "198.51.100.7", "lladdr", "52:54:00:44:55:66", "dev", tap, "nud", "permanent"]):
+        r = subprocess.run(cmd, capture_output=True, text=True)
+        assert r.returncode == 0, (cmd, r.stderr)
+    want_header = virsh("domifaddr", "test").stdout.splitlines()[:2]
+    out = daemon.ok("domifaddr", "web", "--source", "arp")
+    assert out.splitlines()[:2] == want_header
+    assert out.splitlines()[2:] == [f" {tap:<10} 52:54:00:44:55:66    ipv4         198.51.100.7/0", ""]
+    r = daemon.cli("domifaddr", "web")
+    assert r.returncode == 1
+    assert r.stderr == ("error: Failed to query for interfaces addresses\nerror: this function is not supported by the "
+                        "connection driver: virDomainInterfaceAddresses (source 'lease'; use --source arp)\n")
 
     r = daemon.cli("domblkstat", "web", "vda")
     assert r.returncode == 1

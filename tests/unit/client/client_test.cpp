@@ -139,3 +139,10 @@ TEST(Uri, ConnectFailuresAreOneLine) {
     EXPECT_EQ(std::string(e.what()), "cannot run /nonexistent/ssh: No such file or directory");
   }
 }
+
+TEST(CApi, ReadOnlyConnectFailureNamesTheReadOnlySocket) {
+  ::setenv("VIREO_ROOT", "/nonexistent", 1);
+  EXPECT_EQ(vireo_connect_readonly(nullptr), nullptr);
+  EXPECT_STREQ(vireo_last_error(), "Failed to connect socket to '/nonexistent/run/vireo/vireod-ro.sock': No such file or directory");
+  ::unsetenv("VIREO_ROOT");
+}
