@@ -25,7 +25,7 @@ struct OpenOptions {
   bool for_repair = false;     // qcow2: allow a read-write open of an image with the corrupt bit (check -r)
   // Encrypted images (qcow2 LUKS/AES, luks): id of the `--object secret` holding the passphrase (qcow2's
   // encrypt.key-secret, luks's key-secret; see block/secret.h). Backing files get the same id.
-  std::string key_secret;
+  std::string key_secret{};
   bool no_io = false;          // headers only (qemu's BDRV_O_NO_IO, used by info): an encrypted image opens
                                // without its key; reads and writes of such an image then fail
 };
