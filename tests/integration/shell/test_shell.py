@@ -42,13 +42,16 @@ class Pty:
             pid, status = os.waitpid(self.pid, os.WNOHANG)
             if pid:
                 return os.waitstatus_to_exitcode(status)
-            try:
-                os.read(self.fd, 65536)
-            except OSError:
-                pass
-            time.sleep(0.05)
+            # Drain without blocking: a shell that never exits must fail here, not hang the suite.
+            r, _, _ = select.select([self.fd], [], [], 0.05)
+            if r:
+                try:
+                    self.out += os.read(self.fd, 65536)
+                except OSError:
+                    pass
         os.kill(self.pid, 9)
-        raise AssertionError("shell did not exit")
+        os.waitpid(self.pid, 0)
+        raise AssertionError(f"shell did not exit; it printed {self.out!r}")
 
 
 def shell_env(daemon, home):
