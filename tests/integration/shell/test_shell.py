@@ -3,6 +3,7 @@ import os
 import pty
 import select
 import subprocess
+import termios
 import time
 
 from conftest import BUILD, domain_xml
@@ -35,6 +36,16 @@ class Pty:
 
     def send(self, text):
         os.write(self.fd, text.encode())
+
+    def send_key(self, key, timeout=5):
+        """A control key (^D, ^P) as a user types it: once the line editor has the terminal in raw mode. Typed
+        earlier, while the terminal is still cooked between two prompts, the kernel's line discipline takes it
+        (^D becomes a NUL byte when the editor switches to raw mode) and the shell never sees it; a user
+        waits for the prompt, and so does this."""
+        deadline = time.monotonic() + timeout
+        while termios.tcgetattr(self.fd)[3] & termios.ICANON and time.monotonic() < deadline:
+            time.sleep(0.01)
+        self.send(key)
 
     def wait(self, timeout=10):
         deadline = time.monotonic() + timeout
@@ -110,7 +121,7 @@ def test_interactive_shell(daemon, short_root, guests):
     # A new session has the history: ^P brings back the last line ("quit") and Enter runs it.
     sh = Pty([str(BUILD / "vireo")], shell_env(daemon, home))
     sh.read_until("vireo # ")
-    sh.send("\x10")
+    sh.send_key("\x10")
     sh.read_until("quit")
     sh.send("\n")
     assert sh.wait() == 0
@@ -123,7 +134,7 @@ def test_ctrl_d_leaves_and_readonly_prompt(daemon, short_root):
     sh.read_until("vireo > ")
     sh.send("hostname\n")
     sh.read_until("vireo > ")
-    sh.send("\x04")
+    sh.send_key("\x04")
     assert sh.wait() == 0
 
 
