@@ -1,4 +1,4 @@
-#!/usr/bin/env python3
+#!/usr/bin/python3
 """Linux boot benchmark, one run, ratios printed: Debian's kernel with a busybox initramfs, direct boot, from
 process start to the init's first line ("up") and to exit (init runs `reboot -f`), vireo-vmm vs QEMU
 (-accel kvm -M microvm) booting the same kernel and initramfs with the same memory and vCPUs, rounds
