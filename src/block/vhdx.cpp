@@ -225,13 +225,7 @@ class VhdxImage final : public ForeignImage {
       cur_slot_ = 1;
     }
     if (hdr_.version != 1) fail("VHDX version {} is not supported", hdr_.version);
-    if (hdr_.log_version != 0) fail("VHDX log version {} is not supported", hdr_.log_version);
-    if (!zero16(hdr_.log_guid)) {
-      if (o.read_only)
-        fail("VHDX image file '{}' opened read-only, but contains a log that needs to be replayed\n"
-             "To replay the log, run:\nqemu-img check -r all '{}'", filename_, filename_);
-      fail("VHDX image file '{}' contains a log that needs to be replayed; log replay is not supported", filename_);
-    }
+    open_log(o, len);
     file_->pread_full(kRegion1, b);
     std::optional<Regions> r;
     try {
@@ -255,11 +249,55 @@ class VhdxImage final : public ForeignImage {
     for (uint64_t i = 0; i < entries; ++i) bat_[i] = le64(&raw[i * 8]);
   }
 
+  // [MS-VHDX] 2.3.3: a log with an active sequence is replayed before anything else is read. As in QEMU, a
+  // read-only open refuses such an image (its hint names the command that replays it) and a defective log
+  // fails the open with QEMU's errno text (the specific reason is in the log functions' errors).
+  void open_log(const OpenOptions& o, uint64_t len) {
+    const auto qemu_error = [&](const Error& e) {
+      throw Error(fmt::format("Could not open '{}': {}", filename_, std::strerror(e.sys_errno() ? e.sys_errno() : EINVAL)),
+                  e.sys_errno() ? e.sys_errno() : EINVAL);
+    };
+    // QEMU checks the log's place and version even when no log is pending.
+    if (hdr_.log_offset < kHeaderSectionEnd || hdr_.log_offset % MiB || hdr_.log_version != 0)
+      qemu_error(Error(fmt::format("VHDX log at {} version {} is invalid", hdr_.log_offset, hdr_.log_version), EINVAL));
+    if (zero16(hdr_.log_guid) || hdr_.log_length == 0) return;
+    const uint64_t log_offset = hdr_.log_offset;
+    const LogReader rd = [&, log_offset, len](uint64_t pos, std::span<uint8_t> sector) {
+      // Past the end of the file the log reads as zeroes (no entry), as QEMU's reads do.
+      const uint64_t at = log_offset + pos;
+      const uint64_t have = at >= len ? 0 : std::min<uint64_t>(sector.size(), len - at);
+      if (have) file_->pread_full(at, sector.subspan(0, have));
+      std::memset(sector.data() + have, 0, sector.size() - have);
+    };
+    std::vector<LogEntry> seq;
+    try {
+      seq = find_log_sequence(rd, hdr_.log_length, hdr_.log_guid);
+    } catch (const Error& e) {
+      qemu_error(e);
+    }
+    if (seq.empty()) return;   // stale entries only: nothing to replay (QEMU opens such images too)
+    if (o.read_only)
+      fail("VHDX image file '{}' opened read-only, but contains a log that needs to be replayed\n"
+           "To replay the log, run:\nqemu-img check -r all '{}'", filename_, filename_);
+    try {
+      check_log_replay(rd, seq, len, hdr_.log_offset, hdr_.log_length);
+    } catch (const Error& e) {
+      qemu_error(e);
+    }
+    replay_log(*file_, rd, seq);   // ends with an fdatasync
+    // Only now is the log emptied (a zero log GUID): a crash before this replays the same entries again.
+    std::memset(hdr_.log_guid, 0, 16);
+    write_headers();
+    log_replayed_ = true;
+  }
+
   std::optional<uint64_t> cluster_size() const override { return md_.block_size; }
   bool can_check() const override { return true; }
 
   CheckResult check(RepairMode) override {
     CheckResult r;
+    // QEMU counts a log replayed by this (read-write) open as one repaired corruption.
+    if (log_replayed_) r.corruptions_fixed++;
     std::lock_guard<std::mutex> g(mu_);
     const uint64_t len = file_->length();
     std::vector<std::pair<uint64_t, uint64_t>> used = {{0, kHeaderSectionEnd},
@@ -432,6 +470,7 @@ class VhdxImage final : public ForeignImage {
   std::vector<uint64_t> bat_;
   std::vector<uint64_t> dirty_;
   bool headers_updated_ = false;
+  bool log_replayed_ = false;
 };
 
 void put_guid(uint8_t* p, const Guid& g) { std::memcpy(p, g.data(), 16); }
