@@ -148,7 +148,8 @@ Metadata parse_metadata(std::span<const uint8_t> region) {
   const uint16_t n = le16(region.data() + 10);
   if (n > 2047) fail("VHDX metadata table has too many entries ({})", n);
   Metadata m;
-  bool have_params = false, have_size = false, have_lss = false;
+  bool have_params = false, have_size = false, have_lss = false, have_pss = false, have_page83 = false;
+  bool have_locator = false;
   for (uint16_t i = 0; i < n; ++i) {
     const uint8_t* e = region.data() + 32 + 32 * i;
     const uint32_t off = le32(e + 16), len = le32(e + 20), flags = le32(e + 24);
@@ -173,19 +174,27 @@ Metadata parse_metadata(std::span<const uint8_t> region) {
     } else if (same(e, kPhysicalSector)) {
       if (len < 4) fail("VHDX physical sector size item is too short");
       m.physical_sector = le32(d);
-    } else if (same(e, kPage83) || same(e, kParentLocator)) {
+      have_pss = true;
+    } else if (same(e, kPage83)) {
+      have_page83 = true;
+    } else if (same(e, kParentLocator)) {
+      have_locator = true;
     } else if (flags & 4) {
-      fail("VHDX metadata item {} is required but unknown", i);
+      throw Error(fmt::format("VHDX metadata item {} is required but unknown", i), ENOTSUP);
     }
   }
-  if (!have_params || !have_size || !have_lss) fail("VHDX metadata lacks a required item");
+  // The errno values are qemu 7.2's for these cases (the open reports them as qemu does).
+  if (!have_params || !have_size || !have_lss || !have_pss || !have_page83)
+    throw Error("VHDX metadata lacks a required item", ENOTSUP);
+  // qemu 7.2 does not read differencing VHDX images (its parent locator parsing is a TODO).
+  if (m.has_parent && have_locator) throw Error("Differencing VHDX images are not supported", ENOTSUP);
+  if (m.has_parent) throw Error("VHDX image has a parent but no parent locator", EINVAL);
   if (m.block_size < MiB || m.block_size > 256 * MiB || (m.block_size & (m.block_size - 1)))
     fail("VHDX block size {} is invalid (a power of two from 1 MiB to 256 MiB)", m.block_size);
   if (m.logical_sector != 512 && m.logical_sector != 4096)
     fail("VHDX logical sector size {} is invalid", m.logical_sector);
   if (m.virtual_size > kMaxSize || m.virtual_size % m.logical_sector)
     fail("VHDX virtual disk size {} is invalid", m.virtual_size);
-  if (m.has_parent) fail("Differencing VHDX images are not supported");
   return m;
 }
 
@@ -237,7 +246,12 @@ class VhdxImage final : public ForeignImage {
     reg_ = *r;
     std::vector<uint8_t> meta(reg_.meta_length);
     file_->pread_full(reg_.meta_offset, meta);
-    md_ = parse_metadata(meta);
+    try {
+      md_ = parse_metadata(meta);
+    } catch (const Error& e) {
+      if (!e.sys_errno()) throw;
+      throw Error(fmt::format("Could not open '{}': {}", filename_, std::strerror(e.sys_errno())), e.sys_errno());
+    }
     size_ = md_.virtual_size;
     chunk_ratio_ = (8ULL * MiB * md_.logical_sector) / md_.block_size;
     data_blocks_ = (size_ + md_.block_size - 1) / md_.block_size;

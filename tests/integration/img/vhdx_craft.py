@@ -131,3 +131,43 @@ def bat_sector_with(img, index, value):
     s = bytearray(img.d[start:start + SECTOR])
     struct.pack_into("<Q", s, pos - start, value)
     return start, bytes(s)
+
+
+PARENT_LOCATOR = uuid.UUID("a8d35f2d-b30b-454d-abf7-d3d84834ab0c").bytes_le
+FILE_PARAMS = uuid.UUID("caa16737-fa36-4d43-b3b6-33f0aa44e76b").bytes_le
+VHDX_LOCATOR_TYPE = uuid.UUID("b04aefb7-d19e-4a81-b789-25b8e9445913").bytes_le
+
+
+def make_differencing(img, parent_relative, parent_absolute, locator=True):
+    """Turns the image into a differencing one as Hyper-V writes them ([MS-VHDX] 2.6.2.6): the HasParent bit
+    and, with `locator`, a parent locator item (parent_linkage, relative_path, absolute_win32_path)."""
+    mo = img.meta_offset
+    n, = struct.unpack_from("<H", img.d, mo + 10)
+    items = [(img.d[mo + 32 + 32 * i:mo + 48 + 32 * i], *struct.unpack_from("<III", img.d, mo + 48 + 32 * i))
+             for i in range(n)]
+    for guid, off, length, flags in items:
+        if guid == FILE_PARAMS:
+            bits, = struct.unpack_from("<I", img.d, mo + off + 4)
+            struct.pack_into("<I", img.d, mo + off + 4, bits | 2)
+    if not locator:
+        return
+    pairs = [("parent_linkage", "{%s}" % uuid.uuid4()), ("relative_path", parent_relative),
+             ("absolute_win32_path", parent_absolute)]
+    head = bytearray(20 + 12 * len(pairs))
+    head[0:16] = VHDX_LOCATOR_TYPE
+    struct.pack_into("<HH", head, 16, 0, len(pairs))
+    blob = bytearray()
+    for i, (k, v) in enumerate(pairs):
+        kb, vb = k.encode("utf-16-le"), v.encode("utf-16-le")
+        ko = len(head) + len(blob)
+        blob += kb
+        vo = len(head) + len(blob)
+        blob += vb
+        struct.pack_into("<IIHH", head, 20 + 12 * i, ko, vo, len(kb), len(vb))
+    data = bytes(head + blob)
+    end = max(off + length for _, off, length, _ in items)
+    at = (end + 4095) // 4096 * 4096
+    img.d[mo + at:mo + at + len(data)] = data
+    e = mo + 32 + 32 * n
+    img.d[e:e + 32] = PARENT_LOCATOR + struct.pack("<IIII", at, len(data), 4 | 2, 0)   # required, virtual disk
+    struct.pack_into("<H", img.d, mo + 10, n + 1)
