@@ -98,7 +98,6 @@ int cmd_compare(int argc, char** argv) {
       say("Strict mode: Image size mismatch!");
       return 1;
     }
-    say("Warning: Image size mismatch!");
   }
   const uint64_t common = std::min(sa, sb), total = std::max(sa, sb);
   const uint64_t chunk = 1 << 20;
@@ -127,6 +126,8 @@ int cmd_compare(int argc, char** argv) {
       off += len;
       pr.update(100.0 * static_cast<double>(off) / static_cast<double>(total));
     }
+    // As qemu: the size warning only once the common part compared equal.
+    if (sa != sb) say("Warning: Image size mismatch!");
     block::BlockImage* big = sa > sb ? a.get() : b.get();
     for (uint64_t off = common; off < total;) {
       const uint64_t want = std::min(chunk, total - off);
@@ -346,7 +347,7 @@ int cmd_measure(int argc, char** argv) {
   OpenSpec spec;
   std::string out_fmt = "raw", snapshot;
   OptionList opts;
-  bool json = false;
+  bool json = false, image_opts = false;
   std::optional<uint64_t> size;
   for (int c; (c = p.next()) != -1;) {
     switch (c) {
@@ -364,7 +365,7 @@ int cmd_measure(int argc, char** argv) {
         }
         break;
       case OPT_OBJECT: add_object_or_die(p.arg()); break;
-      case OPT_IMAGE_OPTS: die("--image-opts is not supported by " + prog());
+      case OPT_IMAGE_OPTS: image_opts = true; break;
     }
   }
   const int nfiles = argc - p.index();
@@ -383,7 +384,9 @@ int cmd_measure(int argc, char** argv) {
   std::unique_ptr<block::BlockImage> src;
   uint64_t vsize = size.value_or(0);
   if (nfiles == 1) {
-    src = open_or_die(argv[p.index()], spec);
+    if (image_opts && !spec.format.empty()) die("--image-opts and --format are mutually exclusive");
+    const std::string path = image_opts ? apply_image_opts(argv[p.index()], spec) : argv[p.index()];
+    src = open_or_die(path, spec);
     vsize = src->size();
   }
   if (opts.get("size")) vsize = c.size;

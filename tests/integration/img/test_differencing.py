@@ -127,3 +127,22 @@ def test_differencing_vhdx_refused_like_qemu(tmp_path, kind):
     r = same(["check", "-r", "all", "d.vhdx"], tmp_path)
     assert r.returncode == 1
     assert (tmp_path / "d.vhdx").read_bytes() == (tmp_path / "d0.vhdx").read_bytes()
+
+
+def test_compare_size_warning_only_after_equal_common_part(tmp_path):
+    """qemu-img compare prints "Warning: Image size mismatch!" only once the common part compared equal
+    (a differencing VHD against its child found this: the sizes differ and so does the content)."""
+    (tmp_path / "small.raw").write_bytes(b"\1" * 4096 + bytes((1 << 20) - 4096))
+    with open(tmp_path / "big.raw", "wb") as f:
+        f.truncate(2 << 20)
+    with open(tmp_path / "tail.raw", "wb") as f:
+        f.truncate(2 << 20)
+        f.seek(1500000)
+        f.write(b"x")
+    with open(tmp_path / "zero.raw", "wb") as f:
+        f.truncate(1 << 20)
+    for a, b in (("small.raw", "big.raw"), ("zero.raw", "big.raw"), ("zero.raw", "tail.raw")):
+        for extra in ([], ["-s"], ["-q"]):
+            same(["compare", *extra, a, b], tmp_path)
+    r = same(["compare", "small.raw", "big.raw"], tmp_path)
+    assert r.stdout == "Content mismatch at offset 0!\n"

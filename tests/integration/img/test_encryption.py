@@ -91,6 +91,8 @@ def test_aes_qcow2_read_like_qemu(tmp_path, extra):
                 ["check", *SECRET, *opts("aes.qcow2")], ["check", "--output=json", *SECRET, *opts("aes.qcow2")],
                 ["map", "--output=json", *SECRET, *opts("aes.qcow2")], ["map", *SECRET, *opts("aes.qcow2")],
                 ["compare", *SECRET, *opts("aes.qcow2"), *opts("aes.qcow2")[1:]],
+                ["measure", *SECRET, *opts("aes.qcow2"), "-O", "qcow2"],
+                ["measure", "--output=json", *SECRET, *opts("aes.qcow2"), "-O", "qcow2"],
                 ["convert", *opts("aes.qcow2", key=None), "-O", "raw", "x.raw"],
                 ["convert", *SECRET, *opts("aes.qcow2", key="nope"), "-O", "raw", "x.raw"]):
         same(cmd, tmp_path)
