@@ -24,6 +24,8 @@ PACKAGES=(
   parted libvirt-clients
   # img_formats: encrypts a test secret for --object secret,keyid=,iv=
   openssl
+  # img_encryption: cryptsetup makes LUKS2 (and LUKS1) volumes in plain files, as Linux hosts have them
+  cryptsetup-bin
   # the KVM kit (tests/support, docs/kvm-kit.md): a kernel with 9p + kvm_amd modules, a static busybox
   linux-image-amd64 busybox-static
   # remote access and the shell (docs/remote.md): GnuTLS, libedit; tests: a real sshd, certtool,

@@ -514,14 +514,20 @@ Extent Qcow2Image::block_status(uint64_t offset, uint64_t max_length) {
     e.zero = true;
     return e;
   }
+  // As qemu: the host offset of an encrypted image's cluster holds ciphertext, so none is reported (qemu-img
+  // map then refuses human output: "File contains external, encrypted or compressed clusters.").
+  const bool plain = s.crypt_method == 0;
   if (kind == 1) {
     e.zero = true;
-    if (host0) e.host_offset = host0;
+    if (host0 && plain) e.host_offset = host0;
     return e;
   }
   e.data = true;
-  if (kind == 2) e.host_offset = host0;
-  else e.compressed = true;
+  if (kind == 2) {
+    if (plain) e.host_offset = host0;
+  } else {
+    e.compressed = true;
+  }
   return e;
 }
 

@@ -1,6 +1,6 @@
 // vireo/block: qcow2 encryption — LUKS (crypt_method 2: a LUKS1 header in clusters named by the crypto header
 // extension, payload sectors encrypted with IVs from their host offset) and legacy AES (crypt_method 1:
-// AES-128-CBC, the passphrase as key, IVs from the guest offset; read so images can be converted out).
+// AES-128-CBC, the passphrase as key, IVs from the guest offset; read and written, as qemu-img 7.2 does).
 // The qcow2 driver calls this at open/create and around every data cluster read and write.
 #pragma once
 #include <cstdint>
@@ -27,7 +27,8 @@ class Crypto {
   static std::unique_ptr<Crypto> open(uint32_t method, const std::vector<uint8_t>* ext, uint64_t file_len,
                                       const luks::ReadFn& read, const OpenOptions& opts);
   bool can_io() const { return cipher_ != nullptr; }
-  bool writable() const { return method_ == kCryptLuks; }
+  // Legacy AES is written too: qemu-img 7.2 creates and writes it (IVs from guest offsets, as on read).
+  bool writable() const { return method_ == kCryptLuks || method_ == kCryptAes; }
   // Whole 512-byte sectors; `host`/`guest` are the offsets of data[0].
   void decrypt(uint64_t host, uint64_t guest, std::span<uint8_t> data) const;
   void encrypt(uint64_t host, uint64_t guest, std::span<uint8_t> data) const;

@@ -52,7 +52,9 @@ void RawImage::create(const std::string& path, const CreateOptions& opts) {
   f.sync();
 }
 
-uint64_t RawImage::size() const { return file_.length(); }
+// As qemu (file-posix counts whole sectors): a file whose length is not a multiple of 512 has a virtual
+// size rounded up, and the bytes past its end read as zeroes.
+uint64_t RawImage::size() const { return (file_.length() + 511) / 512 * 512; }
 
 void RawImage::check_range(const char* what, uint64_t offset, uint64_t length) const {
   uint64_t sz = size();
@@ -63,7 +65,10 @@ void RawImage::check_range(const char* what, uint64_t offset, uint64_t length) c
 
 void RawImage::read(uint64_t offset, std::span<uint8_t> buf) {
   check_range("read", offset, buf.size());
-  file_.pread_full(offset, buf);  // HostFile bounces unaligned O_DIRECT accesses
+  const uint64_t len = file_.length();
+  const size_t in_file = offset >= len ? 0 : static_cast<size_t>(std::min<uint64_t>(buf.size(), len - offset));
+  if (in_file) file_.pread_full(offset, buf.subspan(0, in_file));  // HostFile bounces unaligned O_DIRECT accesses
+  std::fill(buf.begin() + static_cast<ptrdiff_t>(in_file), buf.end(), uint8_t{0});
 }
 
 void RawImage::write(uint64_t offset, std::span<const uint8_t> buf) {

@@ -17,24 +17,31 @@ constexpr uint64_t kSector = 512;
 
 // -------------------------------------------------------------------------------------------------- vpc
 
-constexpr uint32_t kVhdFixed = 2, kVhdDynamic = 3, kVhdDiff = 4;
+constexpr uint32_t kVhdFixed = 2;
 constexpr uint64_t kVhdMaxSectors = 0xff000000ULL;   // qemu's limit: 2040 GiB
 
 class VpcImage final : public ForeignImage {
  public:
   VpcImage(const std::string& p, const OpenOptions& o) : ForeignImage("vpc", p, o) {}
 
+  // As qemu 7.2's vpc_open, texts included: a footer copy at offset 0 makes the image dynamic whatever its
+  // disk type says (so differencing VHDs, type 4, read as dynamic images without their parent: qemu ignores
+  // sector bitmaps and parent locators), a footer found only at the end must be of a fixed disk.
   void open_all(const OpenOptions& o) {
     file_ = open_host_file(filename_, o);
     files_.push_back(file_.get());
     const uint64_t len = file_->length();
     uint8_t f[512] = {};
-    file_->pread_full(0, f);
-    if (std::memcmp(f, "conectix", 8) != 0) {
-      if (len < 512) fail("File too small for a VHD header");
-      file_->pread_full(len - 512, f);   // fixed VHDs keep only the footer, at the end
-      if (std::memcmp(f, "conectix", 8) != 0) fail("Image not in VHD format");
+    if (len >= 512) file_->pread_full(0, f);
+    bool dynamic = std::memcmp(f, "conectix", 8) == 0;
+    if (!dynamic) {
+      if (len >= 512) file_->pread_full(len - 512, f);   // fixed VHDs keep only the footer, at the end
+      if (len < 512 || std::memcmp(f, "conectix", 8) != 0 || rd_be32(f + 60) != kVhdFixed)
+        fail("invalid VPC image");
     }
+    uint32_t sum = 0;
+    for (int i = 0; i < 512; ++i) sum += (i >= 64 && i < 68) ? 0 : f[i];
+    if (~sum != rd_be32(f + 64)) fail("Incorrect header checksum");
     const uint32_t type = rd_be32(f + 60);
     uint64_t sectors = uint64_t(rd_be16(f + 56)) * f[58] * f[59];
     const bool use_current = std::memcmp(f + 28, "win ", 4) == 0 || std::memcmp(f + 28, "qem2", 4) == 0 ||
@@ -42,44 +49,52 @@ class VpcImage final : public ForeignImage {
                              std::memcmp(f + 28, "tap", 4) == 0 ||
                              (rd_be16(f + 56) == 65535 && f[58] == 16 && f[59] == 255);
     if (use_current) sectors = rd_be64(f + 48) / kSector;
-    if (sectors > kVhdMaxSectors) fail("VHD image size {} exceeds the maximum of 2040 GiB", sectors * kSector);
+    if (sectors > kVhdMaxSectors) throw Error(fmt::format("Could not open '{}': File too large", filename_), EFBIG);
     size_ = sectors * kSector;
-    if (type == kVhdFixed) {
-      fixed_ = true;
+    // Data is read through the BAT unless the footer says fixed (qemu decides reads by the type field).
+    fixed_ = type == kVhdFixed;
+    if (!dynamic) {
       if (len < size_) fail("VHD fixed image is truncated: {} bytes of data expected, file has {}", size_, len);
       return;
     }
-    if (type == kVhdDiff) fail("Differencing VHD images are not supported");
-    if (type != kVhdDynamic) fail("Unsupported VHD disk type {}", type);
+    // Past the end of the file qemu reads zeroes: a header there has no magic.
     const uint64_t dyn = rd_be64(f + 16);
-    if (dyn > len || len - dyn < 1024) fail("VHD dynamic header offset {} is beyond the end of the file", dyn);
-    uint8_t h[1024];
-    file_->pread_full(dyn, h);
-    if (std::memcmp(h, "cxsparse", 8) != 0) fail("VHD dynamic header has a bad cookie");
+    uint8_t h[1024] = {};
+    if (dyn <= len && len - dyn >= 1024) file_->pread_full(dyn, h);
+    if (std::memcmp(h, "cxsparse", 8) != 0) fail("Invalid header magic");
     const uint64_t bat_off = rd_be64(h + 16);
     const uint32_t entries = rd_be32(h + 28);
     block_size_ = rd_be32(h + 32);
     if (block_size_ < kSector || (block_size_ & (block_size_ - 1))) fail("Invalid block size {}", block_size_);
+    if (size_ / block_size_ > 0xffffffffULL) fail("Too many blocks");
+    if (size_ > uint64_t(entries) * block_size_) fail("Page table too small");
     if (entries > (INT32_MAX / 4)) fail("Max Table Entries too large ({})", entries);
-    if (sectors > uint64_t(entries) * (block_size_ / kSector)) fail("Page table too small");
+    bitmap_size_ = ((block_size_ / kSector / 8) + kSector - 1) / kSector * kSector;
+    // qemu's truncation test: the BAT and every allocated block (bitmap + data) must lie within the file.
+    const auto truncated = [] { fail("block-vpc: free_data_block_offset points after the end of file. The image has been truncated."); };
     const uint64_t bat_bytes = uint64_t(entries) * 4;
-    if (bat_off > len || bat_bytes > len - bat_off) fail("VHD block allocation table is beyond the end of the file");
+    if (bat_off > len || bat_bytes > len - bat_off || (bat_off + bat_bytes + kSector - 1) / kSector * kSector > len)
+      truncated();
     std::vector<uint8_t> raw(bat_bytes);
     file_->pread_full(bat_off, raw);
     bat_.resize(entries);
-    for (uint32_t i = 0; i < entries; ++i) bat_[i] = rd_be32(&raw[i * 4]);
-    bitmap_size_ = ((block_size_ / kSector / 8) + kSector - 1) / kSector * kSector;
+    for (uint32_t i = 0; i < entries; ++i) {
+      bat_[i] = rd_be32(&raw[i * 4]);
+      if (bat_[i] != 0xffffffffu && uint64_t(bat_[i]) * kSector + bitmap_size_ + block_size_ > len) truncated();
+    }
+    fixed_ = false;
+    fixed_reads_ = type == kVhdFixed;
   }
 
   std::optional<uint64_t> cluster_size() const override {
-    if (fixed_) return std::nullopt;
+    if (fixed_ || fixed_reads_) return std::nullopt;   // qemu: no cluster size when the type field says fixed
     return block_size_;
   }
 
  protected:
   Map map(uint64_t offset, uint64_t max_len) override {
     Map m;
-    if (fixed_) {
+    if (fixed_ || fixed_reads_) {
       m.kind = Map::Data;
       m.file = file_.get();
       m.host_offset = offset;
@@ -102,6 +117,7 @@ class VpcImage final : public ForeignImage {
  private:
   std::unique_ptr<HostFile> file_;
   bool fixed_ = false;
+  bool fixed_reads_ = false;   // a dynamic-parsed image whose footer says fixed: qemu reads the file raw
   uint32_t block_size_ = 0;
   uint64_t bitmap_size_ = 0;
   std::vector<uint32_t> bat_;

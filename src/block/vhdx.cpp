@@ -148,7 +148,8 @@ Metadata parse_metadata(std::span<const uint8_t> region) {
   const uint16_t n = le16(region.data() + 10);
   if (n > 2047) fail("VHDX metadata table has too many entries ({})", n);
   Metadata m;
-  bool have_params = false, have_size = false, have_lss = false;
+  bool have_params = false, have_size = false, have_lss = false, have_pss = false, have_page83 = false;
+  bool have_locator = false;
   for (uint16_t i = 0; i < n; ++i) {
     const uint8_t* e = region.data() + 32 + 32 * i;
     const uint32_t off = le32(e + 16), len = le32(e + 20), flags = le32(e + 24);
@@ -173,19 +174,27 @@ Metadata parse_metadata(std::span<const uint8_t> region) {
     } else if (same(e, kPhysicalSector)) {
       if (len < 4) fail("VHDX physical sector size item is too short");
       m.physical_sector = le32(d);
-    } else if (same(e, kPage83) || same(e, kParentLocator)) {
+      have_pss = true;
+    } else if (same(e, kPage83)) {
+      have_page83 = true;
+    } else if (same(e, kParentLocator)) {
+      have_locator = true;
     } else if (flags & 4) {
-      fail("VHDX metadata item {} is required but unknown", i);
+      throw Error(fmt::format("VHDX metadata item {} is required but unknown", i), ENOTSUP);
     }
   }
-  if (!have_params || !have_size || !have_lss) fail("VHDX metadata lacks a required item");
+  // The errno values are qemu 7.2's for these cases (the open reports them as qemu does).
+  if (!have_params || !have_size || !have_lss || !have_pss || !have_page83)
+    throw Error("VHDX metadata lacks a required item", ENOTSUP);
+  // qemu 7.2 does not read differencing VHDX images (its parent locator parsing is a TODO).
+  if (m.has_parent && have_locator) throw Error("Differencing VHDX images are not supported", ENOTSUP);
+  if (m.has_parent) throw Error("VHDX image has a parent but no parent locator", EINVAL);
   if (m.block_size < MiB || m.block_size > 256 * MiB || (m.block_size & (m.block_size - 1)))
     fail("VHDX block size {} is invalid (a power of two from 1 MiB to 256 MiB)", m.block_size);
   if (m.logical_sector != 512 && m.logical_sector != 4096)
     fail("VHDX logical sector size {} is invalid", m.logical_sector);
   if (m.virtual_size > kMaxSize || m.virtual_size % m.logical_sector)
     fail("VHDX virtual disk size {} is invalid", m.virtual_size);
-  if (m.has_parent) fail("Differencing VHDX images are not supported");
   return m;
 }
 
@@ -225,13 +234,7 @@ class VhdxImage final : public ForeignImage {
       cur_slot_ = 1;
     }
     if (hdr_.version != 1) fail("VHDX version {} is not supported", hdr_.version);
-    if (hdr_.log_version != 0) fail("VHDX log version {} is not supported", hdr_.log_version);
-    if (!zero16(hdr_.log_guid)) {
-      if (o.read_only)
-        fail("VHDX image file '{}' opened read-only, but contains a log that needs to be replayed\n"
-             "To replay the log, run:\nqemu-img check -r all '{}'", filename_, filename_);
-      fail("VHDX image file '{}' contains a log that needs to be replayed; log replay is not supported", filename_);
-    }
+    open_log(o, len);
     file_->pread_full(kRegion1, b);
     std::optional<Regions> r;
     try {
@@ -243,7 +246,12 @@ class VhdxImage final : public ForeignImage {
     reg_ = *r;
     std::vector<uint8_t> meta(reg_.meta_length);
     file_->pread_full(reg_.meta_offset, meta);
-    md_ = parse_metadata(meta);
+    try {
+      md_ = parse_metadata(meta);
+    } catch (const Error& e) {
+      if (!e.sys_errno()) throw;
+      throw Error(fmt::format("Could not open '{}': {}", filename_, std::strerror(e.sys_errno())), e.sys_errno());
+    }
     size_ = md_.virtual_size;
     chunk_ratio_ = (8ULL * MiB * md_.logical_sector) / md_.block_size;
     data_blocks_ = (size_ + md_.block_size - 1) / md_.block_size;
@@ -255,11 +263,55 @@ class VhdxImage final : public ForeignImage {
     for (uint64_t i = 0; i < entries; ++i) bat_[i] = le64(&raw[i * 8]);
   }
 
+  // [MS-VHDX] 2.3.3: a log with an active sequence is replayed before anything else is read. As in QEMU, a
+  // read-only open refuses such an image (its hint names the command that replays it) and a defective log
+  // fails the open with QEMU's errno text (the specific reason is in the log functions' errors).
+  void open_log(const OpenOptions& o, uint64_t len) {
+    const auto qemu_error = [&](const Error& e) {
+      throw Error(fmt::format("Could not open '{}': {}", filename_, std::strerror(e.sys_errno() ? e.sys_errno() : EINVAL)),
+                  e.sys_errno() ? e.sys_errno() : EINVAL);
+    };
+    // QEMU checks the log's place and version even when no log is pending.
+    if (hdr_.log_offset < kHeaderSectionEnd || hdr_.log_offset % MiB || hdr_.log_version != 0)
+      qemu_error(Error(fmt::format("VHDX log at {} version {} is invalid", hdr_.log_offset, hdr_.log_version), EINVAL));
+    if (zero16(hdr_.log_guid) || hdr_.log_length == 0) return;
+    const uint64_t log_offset = hdr_.log_offset;
+    const LogReader rd = [&, log_offset, len](uint64_t pos, std::span<uint8_t> sector) {
+      // Past the end of the file the log reads as zeroes (no entry), as QEMU's reads do.
+      const uint64_t at = log_offset + pos;
+      const uint64_t have = at >= len ? 0 : std::min<uint64_t>(sector.size(), len - at);
+      if (have) file_->pread_full(at, sector.subspan(0, have));
+      std::memset(sector.data() + have, 0, sector.size() - have);
+    };
+    std::vector<LogEntry> seq;
+    try {
+      seq = find_log_sequence(rd, hdr_.log_length, hdr_.log_guid);
+    } catch (const Error& e) {
+      qemu_error(e);
+    }
+    if (seq.empty()) return;   // stale entries only: nothing to replay (QEMU opens such images too)
+    if (o.read_only)
+      fail("VHDX image file '{}' opened read-only, but contains a log that needs to be replayed\n"
+           "To replay the log, run:\nqemu-img check -r all '{}'", filename_, filename_);
+    try {
+      check_log_replay(rd, seq, len, hdr_.log_offset, hdr_.log_length);
+    } catch (const Error& e) {
+      qemu_error(e);
+    }
+    replay_log(*file_, rd, seq);   // ends with an fdatasync
+    // Only now is the log emptied (a zero log GUID): a crash before this replays the same entries again.
+    std::memset(hdr_.log_guid, 0, 16);
+    write_headers();
+    log_replayed_ = true;
+  }
+
   std::optional<uint64_t> cluster_size() const override { return md_.block_size; }
   bool can_check() const override { return true; }
 
   CheckResult check(RepairMode) override {
     CheckResult r;
+    // QEMU counts a log replayed by this (read-write) open as one repaired corruption.
+    if (log_replayed_) r.corruptions_fixed++;
     std::lock_guard<std::mutex> g(mu_);
     const uint64_t len = file_->length();
     std::vector<std::pair<uint64_t, uint64_t>> used = {{0, kHeaderSectionEnd},
@@ -432,6 +484,7 @@ class VhdxImage final : public ForeignImage {
   std::vector<uint64_t> bat_;
   std::vector<uint64_t> dirty_;
   bool headers_updated_ = false;
+  bool log_replayed_ = false;
 };
 
 void put_guid(uint8_t* p, const Guid& g) { std::memcpy(p, g.data(), 16); }

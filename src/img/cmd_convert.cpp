@@ -358,7 +358,7 @@ int cmd_convert(int argc, char** argv) {
   OptParser p(argc, argv, "hf:O:B:CcF:o:l:S:pt:T:qnm:WUr:", longopts);
   std::string fmt_name, out_fmt = "raw", backing, backing_fmt, snapshot;
   OptionList opts;
-  bool compress = false, progress = false, quiet = false, no_create = false, target_is_zero = false;
+  bool compress = false, progress = false, quiet = false, no_create = false, target_is_zero = false, image_opts = false;
   bool out_of_order = false, force_share = false, cache_none = false;
   bool cache_unsafe = true;   // qemu-img convert's default target cache mode is "unsafe": no final flush
   uint64_t sparse = 4096;
@@ -409,7 +409,8 @@ int cmd_convert(int argc, char** argv) {
       case OPT_TARGET_IS_ZERO: target_is_zero = true; break;
       case OPT_OBJECT: add_object_or_die(p.arg()); break;
       case OPT_BITMAPS: break;
-      case OPT_IMAGE_OPTS: case OPT_TARGET_IMAGE_OPTS: die("--image-opts is not supported by " + prog());
+      case OPT_IMAGE_OPTS: image_opts = true; break;
+      case OPT_TARGET_IMAGE_OPTS: die("--target-image-opts is not supported by " + prog());
       case OPT_SALVAGE: die("--salvage is not supported by " + prog());
     }
   }
@@ -442,12 +443,16 @@ int cmd_convert(int argc, char** argv) {
     }
   } cleanup{&sources};
   uint64_t total = 0;
+  if (image_opts && !fmt_name.empty()) die("--image-opts and --format are mutually exclusive");
   for (const auto& in : inputs) {
     Source s;
-    std::string path = in;
+    OpenSpec spec;
+    spec.format = fmt_name;
+    // --image-opts: the source's driver, file and key secret come from the option string.
+    std::string path = image_opts ? apply_image_opts(in, spec) : in;
     if (!snapshot.empty()) {
       try {
-        s.temp = snapshot_copy(in, fmt_name, parse_snapshot_param(snapshot));
+        s.temp = snapshot_copy(path, spec.format, parse_snapshot_param(snapshot));
       } catch (const Exit&) {
         throw;
       } catch (const Error& e) {
@@ -455,8 +460,6 @@ int cmd_convert(int argc, char** argv) {
       }
       path = s.temp;
     }
-    OpenSpec spec;
-    spec.format = fmt_name;
     spec.read_only = true;
     spec.force_share = force_share || !s.temp.empty();
     if (!s.temp.empty()) {

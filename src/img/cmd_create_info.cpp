@@ -136,7 +136,7 @@ std::string snapshot_table(const std::vector<block::Qcow2Snapshot>& snaps) {
   return out;
 }
 
-nlohmann::ordered_json image_info_json(block::BlockImage& img) {
+nlohmann::ordered_json image_info_json(block::BlockImage& img, const std::string& name) {
   ojson j;
   auto* q = dynamic_cast<block::Qcow2Image*>(&img);
   std::optional<block::Qcow2Info> qi;
@@ -162,7 +162,7 @@ nlohmann::ordered_json image_info_json(block::BlockImage& img) {
     }
   }
   j["virtual-size"] = img.size();
-  j["filename"] = img.filename();
+  j["filename"] = name.empty() ? img.filename() : name;
   if (qi) j["cluster-size"] = qi->cluster_size;
   j["format"] = img.format();
   j["actual-size"] = img.file_allocated_bytes();
@@ -189,8 +189,8 @@ nlohmann::ordered_json image_info_json(block::BlockImage& img) {
   return j;
 }
 
-std::string image_info_human(block::BlockImage& img) {
-  const ojson j = image_info_json(img);
+std::string image_info_human(block::BlockImage& img, const std::string& name) {
+  const ojson j = image_info_json(img, name);
   std::string out;
   out += "image: " + j["filename"].get<std::string>() + "\n";
   out += "file format: " + j["format"].get<std::string>() + "\n";
@@ -227,10 +227,11 @@ int cmd_info(int argc, char** argv) {
                                            {"backing-chain", no_argument, nullptr, 'c'},
                                            {"object", required_argument, nullptr, 'j'},
                                            {"force-share", no_argument, nullptr, 'U'},
+                                           {"image-opts", no_argument, nullptr, 'i'},
                                            {nullptr, 0, nullptr, 0}};
   OptParser p(argc, argv, "f:hU", longopts);
   OpenSpec spec;
-  bool json = false, chain = false;
+  bool json = false, chain = false, image_opts = false;
   for (int c; (c = p.next()) != -1;) {
     switch (c) {
       case 'f': spec.format = p.arg(); break;
@@ -238,10 +239,12 @@ int cmd_info(int argc, char** argv) {
       case 'O': json = parse_output_format(p.arg()); break;
       case 'c': chain = true; break;
       case 'j': add_object_or_die(p.arg()); break;
+      case 'i': image_opts = true; break;
     }
   }
   if (p.index() != argc - 1) usage_error("Expecting one image file name");
-  const std::string filename = argv[p.index()];
+  if (image_opts && !spec.format.empty()) die("--image-opts and --format are mutually exclusive");
+  const std::string filename = image_opts ? apply_image_opts(argv[p.index()], spec) : argv[p.index()];
   spec.read_only = true;
   spec.no_io = true;
   spec.open_backing = chain;   // like qemu-img: a missing backing file only matters for --backing-chain
@@ -253,15 +256,15 @@ int cmd_info(int argc, char** argv) {
     if (json) {
       if (chain) {
         ojson arr = ojson::array();
-        for (auto* i : images) arr.push_back(image_info_json(*i));
+        for (auto* i : images) arr.push_back(image_info_json(*i, i == img.get() ? spec.display_name : ""));
         std::printf("%s\n", arr.dump(4).c_str());
       } else {
-        std::printf("%s\n", image_info_json(*img).dump(4).c_str());
+        std::printf("%s\n", image_info_json(*img, spec.display_name).dump(4).c_str());
       }
     } else {
       for (size_t k = 0; k < images.size(); ++k) {
         if (k) std::printf("\n");
-        std::fputs(image_info_human(*images[k]).c_str(), stdout);
+        std::fputs(image_info_human(*images[k], k ? "" : spec.display_name).c_str(), stdout);
       }
     }
   } catch (const Error& e) {

@@ -55,7 +55,7 @@ int cmd_compare(int argc, char** argv) {
                                            {nullptr, 0, nullptr, 0}};
   OptParser p(argc, argv, "hf:F:T:pqsU", longopts);
   OpenSpec s1, s2;
-  bool progress = false, quiet = false, strict = false;
+  bool progress = false, quiet = false, strict = false, image_opts = false;
   for (int c; (c = p.next()) != -1;) {
     switch (c) {
       case 'f': s1.format = p.arg(); break;
@@ -66,12 +66,22 @@ int cmd_compare(int argc, char** argv) {
       case 'U': s1.force_share = s2.force_share = true; break;
       case 'T': break;
       case 'j': add_object_or_die(p.arg()); break;
-      case 'i': die("--image-opts is not supported by " + prog(), 2);
+      case 'i': image_opts = true; break;
     }
   }
   if (quiet) progress = false;
   if (p.index() != argc - 2) usage_error("Expecting two image file names");
-  const std::string f1 = argv[p.index()], f2 = argv[p.index() + 1];
+  if (image_opts && (!s1.format.empty() || !s2.format.empty()))
+    die("--image-opts and --format are mutually exclusive", 2);
+  std::string f1 = argv[p.index()], f2 = argv[p.index() + 1];
+  try {
+    if (image_opts) {
+      f1 = apply_image_opts(f1, s1);
+      f2 = apply_image_opts(f2, s2);
+    }
+  } catch (const Exit&) {
+    throw Exit{2};
+  }
   std::unique_ptr<block::BlockImage> a, b;
   try {
     a = open_or_die(f1, s1);
@@ -88,7 +98,6 @@ int cmd_compare(int argc, char** argv) {
       say("Strict mode: Image size mismatch!");
       return 1;
     }
-    say("Warning: Image size mismatch!");
   }
   const uint64_t common = std::min(sa, sb), total = std::max(sa, sb);
   const uint64_t chunk = 1 << 20;
@@ -117,6 +126,8 @@ int cmd_compare(int argc, char** argv) {
       off += len;
       pr.update(100.0 * static_cast<double>(off) / static_cast<double>(total));
     }
+    // As qemu: the size warning only once the common part compared equal.
+    if (sa != sb) say("Warning: Image size mismatch!");
     block::BlockImage* big = sa > sb ? a.get() : b.get();
     for (uint64_t off = common; off < total;) {
       const uint64_t want = std::min(chunk, total - off);
@@ -219,7 +230,7 @@ int cmd_map(int argc, char** argv) {
                                            {nullptr, 0, nullptr, 0}};
   OptParser p(argc, argv, "hf:U", longopts);
   OpenSpec spec;
-  bool json = false;
+  bool json = false, image_opts = false;
   uint64_t start = 0;
   std::optional<uint64_t> max_len;
   for (int c; (c = p.next()) != -1;) {
@@ -242,11 +253,12 @@ int cmd_map(int argc, char** argv) {
         }
         break;
       case OPT_OBJECT: add_object_or_die(p.arg()); break;
-      case OPT_IMAGE_OPTS: die("--image-opts is not supported by " + prog());
+      case OPT_IMAGE_OPTS: image_opts = true; break;
     }
   }
   if (p.index() != argc - 1) usage_error("Expecting one image file name");
-  const std::string filename = argv[p.index()];
+  if (image_opts && !spec.format.empty()) die("--image-opts and --format are mutually exclusive");
+  const std::string filename = image_opts ? apply_image_opts(argv[p.index()], spec) : argv[p.index()];
   auto img = open_or_die(filename, spec);
   const uint64_t size = img->size();
   uint64_t end = size;
@@ -274,7 +286,9 @@ int cmd_map(int argc, char** argv) {
       m.depth = e.depth;
       m.zero = e.zero;
       m.data = e.data;
-      m.present = raw || e.data || (e.zero && e.depth < static_cast<int>(chain.size()) - 1) ||
+      // "present": some layer holds the range; zero clusters count (qemu marks them allocated), also in the
+      // bottom image and in encrypted images (whose clusters report no host offset).
+      m.present = raw || e.data || e.allocated || (e.zero && e.depth < static_cast<int>(chain.size()) - 1) ||
                   (e.zero && e.host_offset.has_value());
       if (const size_t dd = static_cast<size_t>(std::max(0, e.depth));
           dd < chain.size() && dynamic_cast<block::ImageDetails*>(chain[dd]))
@@ -333,7 +347,7 @@ int cmd_measure(int argc, char** argv) {
   OpenSpec spec;
   std::string out_fmt = "raw", snapshot;
   OptionList opts;
-  bool json = false;
+  bool json = false, image_opts = false;
   std::optional<uint64_t> size;
   for (int c; (c = p.next()) != -1;) {
     switch (c) {
@@ -351,7 +365,7 @@ int cmd_measure(int argc, char** argv) {
         }
         break;
       case OPT_OBJECT: add_object_or_die(p.arg()); break;
-      case OPT_IMAGE_OPTS: die("--image-opts is not supported by " + prog());
+      case OPT_IMAGE_OPTS: image_opts = true; break;
     }
   }
   const int nfiles = argc - p.index();
@@ -370,7 +384,9 @@ int cmd_measure(int argc, char** argv) {
   std::unique_ptr<block::BlockImage> src;
   uint64_t vsize = size.value_or(0);
   if (nfiles == 1) {
-    src = open_or_die(argv[p.index()], spec);
+    if (image_opts && !spec.format.empty()) die("--image-opts and --format are mutually exclusive");
+    const std::string path = image_opts ? apply_image_opts(argv[p.index()], spec) : argv[p.index()];
+    src = open_or_die(path, spec);
     vsize = src->size();
   }
   if (opts.get("size")) vsize = c.size;

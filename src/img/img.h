@@ -69,8 +69,13 @@ struct OpenSpec {
   bool direct = false;
   std::string key_secret;   // encrypted images: --object secret id (block::OpenOptions::key_secret)
   bool no_io = false;       // info: headers only (encrypted images open without their key)
+  std::string opts_name;    // --image-opts: the option string, which qemu's open errors name the image by
+  std::string display_name; // --image-opts with format options: qemu's json:{...} name (info "image:")
 };
 std::unique_ptr<block::BlockImage> open_or_die(const std::string& path, const OpenSpec& spec);
+// --image-opts (image_opts.cpp): applies "driver=..,file.filename=..,[encrypt.]key-secret=.." to spec and
+// returns the file name; dies with qemu's texts for what it cannot open.
+std::string apply_image_opts(const std::string& arg, OpenSpec& spec);
 
 // qemu's progress bar ("    (12.34/100%)\r"), printed only when enabled.
 class Progress {

@@ -11,8 +11,9 @@ namespace vireo::img {
 // The "ID  TAG  VM SIZE ..." table (header line + one line per snapshot), as `snapshot -l` prints it.
 std::string snapshot_table(const std::vector<block::Qcow2Snapshot>& snaps);
 // One image's `info --output=json` object (qemu's field names).
-nlohmann::ordered_json image_info_json(block::BlockImage& img);
+// `name` replaces the image's file name (qemu's json:{...} name of an --image-opts image).
+nlohmann::ordered_json image_info_json(block::BlockImage& img, const std::string& name = "");
 // One image's human `info` block.
-std::string image_info_human(block::BlockImage& img);
+std::string image_info_human(block::BlockImage& img, const std::string& name = "");
 
 }  // namespace vireo::img

@@ -310,9 +310,10 @@ std::unique_ptr<block::BlockImage> open_or_die(const std::string& path, const Op
     return block::open_image(path, o);
   } catch (const Error& e) {
     const bool self = ::access(path.c_str(), F_OK) != 0 || e.sys_errno() == EACCES || e.sys_errno() == EISDIR;
+    const std::string& name = spec.opts_name.empty() ? path : spec.opts_name;
     if (self && (e.sys_errno() == ENOENT || e.sys_errno() == EACCES || e.sys_errno() == EISDIR))
-      die(fmt::format("Could not open '{}': Could not open '{}': {}", path, path, std::strerror(e.sys_errno())));
-    die(fmt::format("Could not open '{}': {}", path, e.what()));
+      die(fmt::format("Could not open '{}': Could not open '{}': {}", name, path, std::strerror(e.sys_errno())));
+    die(fmt::format("Could not open '{}': {}", name, e.what()));
   }
 }
 

@@ -32,6 +32,23 @@ TEST(RawImage, CreateWriteReadAndProbe) {
   EXPECT_THROW(img->write((1 << 20) - 1, std::vector<uint8_t>(2)), vireo::Error);
 }
 
+TEST(RawImage, SizeIsRoundedUpToSectorsAsQemuDoes) {
+  TempDir d;
+  write_file(d.path("odd.raw"), std::vector<uint8_t>(100, 0x41));
+  auto img = open_image(d.path("odd.raw"), rw());
+  EXPECT_EQ(img->size(), 512u);   // qemu-img info: "virtual size: 512 B (512 bytes)"
+  std::vector<uint8_t> b(512, 0xff);
+  img->read(0, b);
+  EXPECT_EQ(std::vector<uint8_t>(b.begin(), b.begin() + 100), std::vector<uint8_t>(100, 0x41));
+  EXPECT_EQ(std::vector<uint8_t>(b.begin() + 100, b.end()), std::vector<uint8_t>(412, 0));
+  const Extent e = img->block_status(100, 412);   // past the end of the file: a hole
+  EXPECT_TRUE(e.zero);
+  EXPECT_FALSE(e.data);
+  EXPECT_EQ(e.length, 412u);
+  std::vector<uint8_t> one(1);
+  EXPECT_THROW(img->read(512, one), vireo::Error);
+}
+
 TEST(RawImage, BlockStatusSeesHolesAndData) {
   TempDir d;
   CreateOptions c;

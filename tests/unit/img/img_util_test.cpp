@@ -211,3 +211,41 @@ TEST(ImgMeasure, MatchesQemuFigures) {
   EXPECT_EQ(qcow2_prealloc_size(10ull << 20, 65536, 4, false), 10813440u);
   EXPECT_EQ(qcow2_refcount_metadata_size(16388, 65536, 4), 131072u);
 }
+
+TEST(ImgCheckFormat, JsonKeysInQemusHashOrder) {
+  // qemu-img check --output=json prints its QDict in bucket order: corruptions, corruptions-fixed,
+  // check-errors, leaks, leaks-fixed (seen with a vhdx log replay and qcow2 repairs).
+  block::CheckResult r;
+  r.corruptions = 1;
+  r.corruptions_fixed = 2;
+  r.leaks = 3;
+  r.leaks_fixed = 4;
+  r.check_errors = 0;
+  const auto j = check_json(r, "x.vhdx", "vhdx");
+  std::vector<std::string> keys;
+  for (auto it = j.begin(); it != j.end(); ++it) keys.push_back(it.key());
+  EXPECT_EQ(keys, (std::vector<std::string>{"corruptions", "corruptions-fixed", "check-errors", "leaks", "leaks-fixed",
+                                            "filename", "format"}));
+}
+
+TEST(ImgImageOpts, NamesAndSecretsAsQemu) {
+  OpenSpec s;
+  EXPECT_EQ(apply_image_opts("driver=qcow2,file.filename=a.qcow2", s), "a.qcow2");
+  EXPECT_EQ(s.format, "qcow2");
+  EXPECT_EQ(s.opts_name, "driver=qcow2,file.filename=a.qcow2");
+  EXPECT_EQ(s.display_name, "");   // only driver and file: qemu names the image by its file
+  OpenSpec q;
+  EXPECT_EQ(apply_image_opts("driver=qcow2,file.driver=file,file.filename=a,,b.qcow2,encrypt.key-secret=k", q),
+            "a,b.qcow2");
+  EXPECT_EQ(q.key_secret, "k");
+  EXPECT_EQ(q.display_name,
+            R"(json:{"encrypt.key-secret": "k", "driver": "qcow2", "file": {"driver": "file", "filename": "a,b.qcow2"}})");
+  OpenSpec l;
+  apply_image_opts("driver=luks,file.filename=l.img,key-secret=s0", l);
+  EXPECT_EQ(l.display_name, R"(json:{"driver": "luks", "file": {"driver": "file", "filename": "l.img"}, "key-secret": "s0"})");
+  // Options a format does not have end the command with qemu's text.
+  OpenSpec e;
+  EXPECT_THROW(apply_image_opts("driver=luks,file.filename=l.img,encrypt.key-secret=s0", e), Exit);
+  EXPECT_THROW(apply_image_opts("driver=qcow2", e), Exit);
+  EXPECT_THROW(apply_image_opts("plain.qcow2", e), Exit);
+}
