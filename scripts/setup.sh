@@ -18,6 +18,8 @@ PACKAGES=(
   # tests: python runner, the real qemu-img/qemu-io as the interop oracle, QEMU for side-by-side runs,
   # a real Debian kernel (bzImage parser tests), network namespaces and taps
   python3 python3-pytest qemu-utils qemu-system-x86 linux-image-cloud-amd64 iproute2 fio procps
+  # ACPI: iasl disassembles the DSDT/MCFG in acpi_test (an independent AML parser)
+  acpica-tools
   # management: virtual networks (netlink, nftables, dnsmasq, Open vSwitch), storage pools (LVM, NFS,
   # iSCSI, partitions), and virsh's test driver as the oracle for texts and XML
   libmnl-dev libnftables-dev nftables dnsmasq-base openvswitch-switch lvm2 nfs-kernel-server tgt open-iscsi

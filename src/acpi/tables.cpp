@@ -1,10 +1,12 @@
 // vireo/acpi: table builder. Layouts from the ACPI 6.x specification (5.2.5 RSDP, 5.2.6 SDT header, 5.2.7/8
-// RSDT/XSDT, 5.2.9 FADT, 5.2.10 FACS, 5.2.12 MADT, 19.x AML encoding).
+// RSDT/XSDT, 5.2.9 FADT, 5.2.10 FACS, 5.2.12 MADT, 20.x AML encoding, 6.1/6.2/6.4 device objects and
+// resources) and the PCI Firmware Specification 3.x (4.1.2 MCFG).
 #include "acpi/tables.h"
 
 #include <algorithm>
 #include <cstring>
 
+#include "acpi/aml.h"
 #include "common/error.h"
 
 namespace vireo::acpi {
@@ -134,10 +136,80 @@ std::vector<uint8_t> build_fadt(const TableConfig& cfg, uint64_t facs, uint64_t 
   return out;
 }
 
-std::vector<uint8_t> build_dsdt() {
-  Buf d = sdt_header("DSDT", 2);
-  d.bytes(dsdt_aml());
+std::vector<uint8_t> build_dsdt(const TableConfig& cfg) {
+  Buf d = sdt_header("DSDT", 2);  // revision 2: 64-bit AML integers
+  d.bytes(dsdt_aml(cfg));
   return finish(std::move(d));
+}
+
+// MCFG: header, 8 reserved bytes, one 16-byte allocation (ECAM base, segment 0, first and last bus).
+std::vector<uint8_t> build_mcfg(const PciRoot& pci) {
+  Buf m = sdt_header("MCFG", 1);
+  m.zeros(8);
+  m.u64(pci.ecam_base);
+  m.u16(0);
+  m.u8(0);
+  m.u8(pci.end_bus());
+  m.u32(0);
+  return finish(std::move(m));
+}
+
+// \_SB.PCI0: the host bridge as Linux's acpi_pci_root driver and QEMU's q35 DSDT present it. _HID PNP0A08
+// (PCI Express root: config space through the MCFG's ECAM) with _CID PNP0A03 (plain PCI) for OSes that only
+// know that; _SEG/_BBN/_UID 0. _CRS lists what the bridge forwards to bus 0: the buses the ECAM covers, the
+// CF8/CFC ports it decodes itself, all I/O below them (the ISA/platform ports, as on a PC), the I/O BAR
+// window, and the memory BAR window(s) the VMM's allocator places BARs in; an OS that finds a BAR outside
+// these would move it. No _OSC: Linux then keeps native PCIe hot-plug/AER/PME off, which this bus lacks.
+aml::Bytes pci0_aml(const PciRoot& pci) {
+  namespace a = aml;
+  a::ResourceTemplate crs;
+  crs.word_bus_number(0, pci.end_bus());
+  crs.io(0x0cf8, 0x0cf8, 1, 8);
+  crs.word_io(0x0000, 0x0cf7);
+  crs.word_io(static_cast<uint16_t>(pci.io_base), static_cast<uint16_t>(pci.io_base + pci.io_size - 1));
+  crs.dword_memory(static_cast<uint32_t>(pci.mem32_base), static_cast<uint32_t>(pci.mem32_base + pci.mem32_size - 1),
+                   false);
+  if (pci.mem64_size) crs.qword_memory(pci.mem64_base, pci.mem64_base + pci.mem64_size - 1, false);
+
+  // _PRT (6.2.13): { Address (device << 16 | 0xffff: any function), Pin (0 = INTA), Source (0: the next field is
+  // a GSI, no link device), Source Index (the GSI) } per pin in use. vireo gives each PCI device its own
+  // IOAPIC line (src/virtio/virtio_pci.cpp: allocate_irq_line), so the table lists exactly those.
+  std::vector<a::Bytes> prt;
+  for (const auto& e : pci.intx)
+    prt.push_back(a::package({a::dword(static_cast<uint32_t>(e.slot) << 16 | 0xffff), a::integer(e.pin),
+                              a::integer(0), a::integer(e.gsi)}));
+  return a::device("PCI0", {a::name("_HID", a::eisa_id("PNP0A08")), a::name("_CID", a::eisa_id("PNP0A03")),
+                            a::name("_ADR", a::integer(0)), a::name("_UID", a::integer(0)),
+                            a::name("_SEG", a::integer(0)), a::name("_BBN", a::integer(0)),
+                            a::name("_CRS", crs.to_buffer()), a::name("_PRT", a::package(prt))});
+}
+
+// \_SB.MRES: a motherboard resource device (PNP0C02) claiming the ECAM range. Linux uses the MCFG only if its
+// region is reserved by firmware: in the e820 map (src/boot does that too) or, checked later, in the _CRS of
+// a PNP0C01/PNP0C02 device ("PCI: MMCONFIG at ... reserved as ACPI motherboard resource").
+aml::Bytes mres_aml(const PciRoot& pci) {
+  namespace a = aml;
+  a::ResourceTemplate crs;
+  crs.memory32_fixed(static_cast<uint32_t>(pci.ecam_base), static_cast<uint32_t>(pci.ecam_size), true);
+  return a::device("MRES", {a::name("_HID", a::eisa_id("PNP0C02")), a::name("_UID", a::integer(1)),
+                            a::name("_CRS", crs.to_buffer())});
+}
+
+void check_pci(const PciRoot& p) {
+  constexpr uint64_t kMiB = 1 << 20;
+  if (p.ecam_size < kMiB || p.ecam_size > 256 * kMiB || p.ecam_size % kMiB || p.ecam_base % kMiB ||
+      p.ecam_base + p.ecam_size > 0x100000000ull)
+    fail("acpi: ECAM 0x{:x}+0x{:x} is not 1-256 MiB, 1 MiB aligned, below 4 GiB", p.ecam_base, p.ecam_size);
+  if (p.mem32_size == 0 || p.mem32_base + p.mem32_size > 0x100000000ull)
+    fail("acpi: PCI memory window 0x{:x}+0x{:x} is empty or not below 4 GiB", p.mem32_base, p.mem32_size);
+  if (p.mem64_size && p.mem64_base + p.mem64_size < p.mem64_base)
+    fail("acpi: PCI 64-bit window 0x{:x}+0x{:x} wraps", p.mem64_base, p.mem64_size);
+  if (p.io_size == 0 || p.io_base <= 0xcff || p.io_base + p.io_size > 0x10000)
+    fail("acpi: PCI I/O window 0x{:x}+0x{:x} is empty or not in 0xd00-0xffff", p.io_base, p.io_size);
+  for (const auto& e : p.intx)
+    if (e.slot == 0 || e.slot > 31 || e.pin > 3 || e.gsi >= 24)
+      fail("acpi: PCI interrupt slot {} pin {} gsi {} out of range (slots 1-31, pins 0-3, IOAPIC GSIs 0-23)", e.slot,
+           e.pin, e.gsi);
 }
 
 std::vector<uint8_t> build_madt(const TableConfig& cfg) {
@@ -178,11 +250,18 @@ uint8_t checksum(std::span<const uint8_t> bytes) {
   return s;
 }
 
-std::vector<uint8_t> dsdt_aml() {
-  // DefName (0x08) NameSeg "_S5_" DefPackage (0x12) PkgLength NumElements(4)
-  //   BytePrefix (0x0a) 5 (SLP_TYPa), ZeroOp (SLP_TYPb), ZeroOp, ZeroOp (reserved)
-  // PkgLength counts itself (1 byte), NumElements (1) and the elements (2 + 1 + 1 + 1) = 7.
-  return {0x08, '_', 'S', '5', '_', 0x12, 0x07, 0x04, 0x0a, kSlpTypS5, 0x00, 0x00, 0x00};
+std::vector<uint8_t> s5_aml() {
+  // Name (\_S5_, Package (4) { 5 (SLP_TYPa), 0 (SLP_TYPb), 0, 0 (reserved) }): 08 '_S5_' 12 07 04 0a 05 00 00 00.
+  // Kept without the root prefix, as before: the DSDT's scope is the root anyway.
+  return aml::name("_S5_", aml::package({aml::integer(kSlpTypS5), aml::integer(0), aml::integer(0), aml::integer(0)}));
+}
+
+std::vector<uint8_t> dsdt_aml(const TableConfig& cfg) {
+  aml::Bytes out;
+  if (cfg.pci) out = aml::scope("\\_SB_", {pci0_aml(*cfg.pci), mres_aml(*cfg.pci)});
+  const auto s5 = s5_aml();
+  out.insert(out.end(), s5.begin(), s5.end());
+  return out;
 }
 
 Tables build_tables(const TableConfig& cfg) {
@@ -192,17 +271,18 @@ Tables build_tables(const TableConfig& cfg) {
     fail("acpi: table range 0x{:x}-0x{:x} is empty or not inside the low 4 GiB", cfg.base, cfg.limit);
   if (cfg.pm_base == 0 || cfg.pm_base > 0xffff - kPmBlockLen + 1)
     fail("acpi: PM block at port 0x{:x} does not fit in I/O space", cfg.pm_base);
+  if (cfg.pci) check_pci(*cfg.pci);
 
   Tables t;
   t.base = cfg.base;
-  // Layout: RSDP (36 bytes), FACS (64-byte aligned), then 16-byte aligned DSDT, FADT, MADT, XSDT, RSDT.
+  // Layout: RSDP (36 bytes), FACS (64-byte aligned), then 16-byte aligned DSDT, FADT, MADT, [MCFG,] XSDT, RSDT.
   uint64_t at = cfg.base;
   t.rsdp = at;
   at = align_up(at + 36, 64);
   t.facs = at;
   at += kFacsLen;
   const auto facs = build_facs();
-  const auto dsdt = build_dsdt();
+  const auto dsdt = build_dsdt(cfg);
   t.dsdt = at;
   at = align_up(at + dsdt.size(), 16);
   t.fadt = at;
@@ -211,7 +291,14 @@ Tables build_tables(const TableConfig& cfg) {
   t.madt = at;
   const auto madt = build_madt(cfg);
   at = align_up(at + madt.size(), 16);
-  const uint64_t entries[] = {t.fadt, t.madt};
+  std::vector<uint8_t> mcfg;
+  std::vector<uint64_t> entries = {t.fadt, t.madt};
+  if (cfg.pci) {
+    t.mcfg = at;
+    mcfg = build_mcfg(*cfg.pci);
+    at = align_up(at + mcfg.size(), 16);
+    entries.push_back(t.mcfg);
+  }
   t.xsdt = at;
   const auto xsdt = build_sdt_list("XSDT", 1, entries, 8);
   at = align_up(at + xsdt.size(), 16);
@@ -243,6 +330,7 @@ Tables build_tables(const TableConfig& cfg) {
   put(t.dsdt, dsdt);
   put(t.fadt, fadt);
   put(t.madt, madt);
+  if (t.mcfg) put(t.mcfg, mcfg);
   put(t.xsdt, xsdt);
   put(t.rsdt, rsdt);
   return t;

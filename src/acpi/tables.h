@@ -1,8 +1,11 @@
 // vireo/acpi: the ACPI tables vireo-vmm gives its guests (ACPI 6.x, full fixed hardware, not hardware-reduced):
 //
-//   RSDP (rev 2) -> XSDT (and RSDT) -> FADT (rev 6) -> FACS, DSDT (AML: \_S5 only)
+//   RSDP (rev 2) -> XSDT (and RSDT) -> FADT (rev 6) -> FACS, DSDT (AML, src/acpi/aml.h: \_S5, and with a PCI
+//                                                     root \_SB.PCI0 (the host bridge: _CRS windows, _PRT)
+//                                                     and \_SB.MRES (PNP0C02 reserving ECAM))
 //                                   -> MADT (a local APIC per vCPU, the IOAPIC, the SCI override (level,
 //                                            active high), LINT1 = NMI)
+//                                   -> MCFG (with a PCI root: the ECAM region of segment 0)
 //
 // The FADT describes the PM device of src/acpi/pm.h: PM1a event block (status + enable), PM1a control block,
 // a 32-bit ACPI PM timer and the reset register, all in I/O space in one 16-byte block at `pm_base`; SCI on
@@ -14,6 +17,7 @@
 // the RSDP by scanning 0xe0000-0xfffff, or via boot_params.acpi_rsdp_addr / PVH start_info.rsdp_paddr.
 #pragma once
 #include <cstdint>
+#include <optional>
 #include <span>
 #include <string>
 #include <vector>
@@ -61,6 +65,23 @@ inline constexpr uint16_t kMadtActiveHigh = 0x1, kMadtLevel = 0xc;
 inline constexpr uint64_t kDefaultBase = 0xf8000;   // RSDP here (16-byte aligned, inside the 0xe0000 scan area)
 inline constexpr uint64_t kDefaultLimit = 0x100000; // end of the reserved BIOS area
 
+// The PCI root bridge as the VMM built it (src/pci PciHostBridge + the DeviceManager's BAR windows): what
+// the DSDT's \_SB.PCI0 and the MCFG describe. Linux with ACPI finds PCI only through these.
+struct PciIntx {
+  uint8_t slot = 0;  // device number on bus 0 (1-31)
+  uint8_t pin = 0;   // 0 = INTA .. 3 = INTD (the _PRT numbering; config register 0x3d is this + 1)
+  uint32_t gsi = 0;  // IOAPIC input the device drives (vireo routes them 1:1, no swizzling, no link devices)
+};
+struct PciRoot {
+  uint64_t ecam_base = 0;  // segment 0, buses 0 .. ecam_size / 1 MiB - 1 (1 MiB of config space per bus)
+  uint64_t ecam_size = 0;
+  uint64_t mem32_base = 0, mem32_size = 0;  // BAR window below 4 GiB
+  uint64_t mem64_base = 0, mem64_size = 0;  // optional window above 4 GiB (size 0: none)
+  uint32_t io_base = 0, io_size = 0;        // I/O BAR window (above 0xcff)
+  std::vector<PciIntx> intx = {};           // one entry per interrupt pin in use
+  uint8_t end_bus() const { return static_cast<uint8_t>((ecam_size >> 20) - 1); }
+};
+
 struct TableConfig {
   uint32_t cpus = 1;                 // 1-254: LAPIC ids 0..cpus-1, IOAPIC id = cpus (as the MP table)
   uint64_t base = kDefaultBase;      // RSDP address; 16-byte aligned
@@ -68,13 +89,14 @@ struct TableConfig {
   uint16_t pm_base = kDefaultPmBase; // I/O base of the PM block (kPmBlockLen ports)
   uint64_t ioapic_addr = 0xfec00000;
   uint64_t lapic_addr = 0xfee00000;
+  std::optional<PciRoot> pci = std::nullopt;  // none: no PCI0 device, no MCFG
 };
 
 // Where each table landed (guest-physical) and the bytes to put at `base`.
 struct Tables {
   uint64_t base = 0;
   std::vector<uint8_t> image;  // image[0] is at `base`
-  uint64_t rsdp = 0, facs = 0, rsdt = 0, xsdt = 0, fadt = 0, dsdt = 0, madt = 0;
+  uint64_t rsdp = 0, facs = 0, rsdt = 0, xsdt = 0, fadt = 0, dsdt = 0, madt = 0, mcfg = 0;  // mcfg 0: none
 };
 
 // Builds every table; throws Error ("acpi: ...") for a bad config (cpus out of range, misaligned base, tables
@@ -85,8 +107,11 @@ Tables build_tables(const TableConfig& cfg);
 // stale table from an earlier writer survives). Returns the RSDP address. Throws Error if the range is not RAM.
 uint64_t write_tables(GuestMemory& mem, const TableConfig& cfg);
 
-// The DSDT's AML body (after the 36-byte header): Name (\_S5, Package (4) { 5, 0, 0, 0 }).
-std::vector<uint8_t> dsdt_aml();
+// The DSDT's AML body (after the 36-byte header): with a PCI root Scope (\_SB_) { Device (PCI0) {...},
+// Device (MRES) {...} }, then always Name (\_S5, Package (4) { 5, 0, 0, 0 }).
+std::vector<uint8_t> dsdt_aml(const TableConfig& cfg);
+// The \_S5 object alone (13 bytes).
+std::vector<uint8_t> s5_aml();
 
 // 8-bit sum of the bytes (a valid table sums to 0).
 uint8_t checksum(std::span<const uint8_t> bytes);

@@ -77,7 +77,7 @@ uint64_t low_ram_end(const GuestMemory& mem) {
   fail("guest memory: no RAM at address 0");
 }
 
-std::vector<E820Entry> build_e820(const GuestMemory& mem) {
+std::vector<E820Entry> build_e820(const GuestMemory& mem, const acpi::TableConfig& acpi) {
   std::vector<E820Entry> e;
   uint64_t low = low_ram_end(mem);
   if (low < addr::kBootDataEnd) fail("guest memory: {} is too small (need at least 1 MiB)", format_size_hint(mem));
@@ -85,6 +85,8 @@ std::vector<E820Entry> build_e820(const GuestMemory& mem) {
   e.push_back({addr::kEbdaStart, 0xa0000 - addr::kEbdaStart, kE820Reserved});
   e.push_back({addr::kBiosStart, addr::kBootDataEnd - addr::kBiosStart, kE820Reserved});
   if (low > addr::kBootDataEnd) e.push_back({addr::kBootDataEnd, low - addr::kBootDataEnd, kE820Ram});
+  // The ECAM lies in the MMIO hole, between low and high RAM.
+  if (acpi.pci) e.push_back({acpi.pci->ecam_base, acpi.pci->ecam_size, kE820Reserved});
   for (const auto& r : mem.regions())
     if (r.gpa != 0) e.push_back({r.gpa, r.size, kE820Ram});
   return e;
@@ -228,7 +230,9 @@ BootPlan load(GuestMemory& mem, const BootConfig& cfg) {
     plan = load_bzimage(mem, cfg, f);
   }
   write_mptable(mem, cfg.cpus);
-  uint64_t rsdp = write_acpi(mem, cfg.cpus);
+  acpi::TableConfig tables = cfg.acpi;
+  tables.cpus = cfg.cpus;
+  const uint64_t rsdp = acpi::write_tables(mem, tables);
   if (plan.kind == KernelKind::PvhElf) {
     auto si = mem.read_obj<HvmStartInfo>(addr::kBootParams);
     si.rsdp_paddr = rsdp;
@@ -276,7 +280,7 @@ BootPlan load_test_guest(GuestMemory& mem, const BootConfig& cfg, const InputFil
 
   BootPlan p;
   p.kind = KernelKind::TestGuestElf64;
-  p.e820 = build_e820(mem);
+  p.e820 = build_e820(mem, cfg.acpi);
   p.entry = e.entry;
   p.boot_params_gpa = addr::kBootParams;
   if (p.e820.size() > VIREO_BOOT_E820_MAX) fail("boot: too many e820 entries");
@@ -316,7 +320,7 @@ BootPlan load_pvh(GuestMemory& mem, const BootConfig& cfg, const InputFile& f, c
 
   BootPlan p;
   p.kind = KernelKind::PvhElf;
-  p.e820 = build_e820(mem);
+  p.e820 = build_e820(mem, cfg.acpi);
   p.entry = *e.pvh_entry;
   p.boot_params_gpa = addr::kBootParams;
 

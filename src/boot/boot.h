@@ -14,8 +14,8 @@
 //                    (low 4 GiB identity-mapped with 2 MiB pages, P|RW|U/S at every level)
 //   0x9fc00-0x9ffff  reserved (EBDA area; e820: reserved)
 //   0xf0000-0xfffff  MP floating pointer at 0xf0000, MP configuration table at 0xf0010 (BIOS area, where
-//                    Linux scans for it; e820: reserved); ACPI tables at 0xf8000: RSDP, then XSDT, FADT,
-//                    DSDT (\_S5 only), MADT
+//                    Linux scans for it; e820: reserved); ACPI tables at 0xf8000 (src/acpi/tables.h,
+//                    acpi::write_tables: RSDP, FACS, DSDT, FADT, MADT, MCFG with a PCI root, XSDT, RSDT)
 // Kernels and test guests load at >= 1 MiB; initrd goes as high as allowed in low RAM.
 //
 // Kernel kinds: a file starting with the ELF magic is an ELF64 x86-64 executable. If it carries a "Vireo"
@@ -29,6 +29,7 @@
 #include <string>
 #include <vector>
 
+#include "acpi/tables.h"
 #include "memory/guest_memory.h"
 
 namespace vireo::boot {
@@ -58,6 +59,9 @@ inline constexpr uint32_t kE820Reserved = 2;
 struct BootConfig {
   std::string kernel_path, initrd_path, cmdline;
   uint32_t cpus = 1;
+  // The ACPI tables load() writes (cpus is taken from above). With a PCI root its ECAM range is also marked
+  // reserved in the e820 map, which Linux requires before it uses the MCFG.
+  acpi::TableConfig acpi = {};
 };
 
 struct BootPlan {
@@ -91,17 +95,6 @@ inline constexpr uint64_t kAcpi = 0xf8000;       // RSDP (Linux also scans 0xe00
 inline constexpr uint64_t kBootDataEnd = 0x100000;  // kernels/test guests must load at or above this
 }  // namespace addr
 
-// ACPI fixed hardware described by the FADT, for the VMM core to implement (as QEMU's PC machines do):
-//   PM1a_EVT_BLK 0x600 (4 bytes): PM1_STS (16-bit, write 1 to clear) at 0x600, PM1_EN (16-bit) at 0x602.
-//     Power button: set PWRBTN_STS (bit 8) and, if PWRBTN_EN (bit 8 of PM1_EN) is set, raise the SCI.
-//   PM1a_CNT_BLK 0x604 (2 bytes): SCI_EN (bit 0) reads as 1; a write with SLP_EN (bit 13) and SLP_TYP
-//     (bits 12:10) = 5 (\_S5 in the DSDT) is a power-off request, e.g. 0x3400.
-//   SCI: ISA IRQ 9 = GSI 9, active high, level-triggered (MADT override).
-inline constexpr uint16_t kAcpiPm1aEvt = 0x600;
-inline constexpr uint16_t kAcpiPm1aCnt = 0x604;
-inline constexpr uint16_t kAcpiSciIrq = 9;
-inline constexpr uint16_t kAcpiSlpTypS5 = 5;
-
 // GDT selectors (Linux's boot selectors: __BOOT_CS 0x10, __BOOT_DS 0x18).
 inline constexpr uint16_t kSelCode32 = 0x08;
 inline constexpr uint16_t kSelCode64 = 0x10;
@@ -119,12 +112,13 @@ inline constexpr uint64_t kEferSce = 1ull << 0, kEferLme = 1ull << 8, kEferLma =
 // directory", "kernel /x: truncated bzImage (...)", "kernel /x: not a bzImage or ELF64 file").
 KernelKind probe_kernel(const std::string& path);
 
-// Writes kernel, initrd, cmdline, boot params, page tables, GDT, MP table into guest RAM; returns the plan.
+// Writes kernel, initrd, cmdline, boot params, page tables, GDT, MP table and the ACPI tables (cfg.acpi) into
+// guest RAM, and points boot_params.acpi_rsdp_addr / PVH rsdp_paddr at the RSDP; returns the plan.
 // Throws Error (one line) on any problem with the files or if they do not fit in RAM.
 BootPlan load(GuestMemory& mem, const BootConfig& cfg);
 
 // The e820 map for `mem`: RAM below the EBDA, reserved EBDA + BIOS area, RAM from 1 MiB to the end of low
-// RAM, RAM above 4 GiB; the MMIO hole is never RAM.
-std::vector<E820Entry> build_e820(const GuestMemory& mem);
+// RAM, RAM above 4 GiB; the MMIO hole is never RAM. With a PCI root in `acpi`, its ECAM range is reserved.
+std::vector<E820Entry> build_e820(const GuestMemory& mem, const acpi::TableConfig& acpi = {});
 
 }  // namespace vireo::boot

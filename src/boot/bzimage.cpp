@@ -146,7 +146,7 @@ BootPlan load_bzimage(GuestMemory& mem, const BootConfig& cfg, const InputFile& 
 
   BootPlan p;
   p.kind = KernelKind::LinuxBzImage;
-  p.e820 = build_e820(mem);
+  p.e820 = build_e820(mem, cfg.acpi);
   if (p.e820.size() > kZpE820Max) fail("boot: too many e820 entries");
   put<uint8_t>(zp, kZpE820Entries, static_cast<uint8_t>(p.e820.size()));
   for (size_t i = 0; i < p.e820.size(); i++) {

@@ -76,7 +76,6 @@ SpecialRegs protected_mode_sregs();                   // CS32 flat, CR0.PE only 
 kvm_regs initial_regs(uint64_t rip);                  // rflags = 2, others 0
 uint64_t write_cmdline(GuestMemory& mem, const std::string& cmdline, uint64_t limit);  // returns its gpa
 void write_mptable(GuestMemory& mem, uint32_t cpus);  // throws if cpus > 254
-uint64_t write_acpi(GuestMemory& mem, uint32_t cpus);   // RSDP/XSDT/FADT/DSDT/MADT; returns the RSDP gpa
 uint64_t low_ram_end(const GuestMemory& mem);          // end of the RAM region at 0
 // Load an initrd as high as possible below min(limit, low RAM end) and above `floor`; returns its gpa.
 uint64_t load_initrd(GuestMemory& mem, const InputFile& initrd, uint64_t floor, uint64_t limit);

@@ -5,6 +5,7 @@
 #include <iostream>
 
 #include "acpi/pm.h"
+#include "acpi/tables.h"
 #include "common/error.h"
 #include "common/layout.h"
 #include "devices/boot_marker.h"
@@ -166,6 +167,8 @@ void DeviceManager::add_mmio(const DeviceInfo& info, uint64_t base, uint64_t len
 uint8_t DeviceManager::add_pci(DeviceInfo info, std::shared_ptr<pci::PciFunction> fn) {
   if (!pci_root_) fail("devices: {} needs the PCI root (--transport pci)", info.id);
   const uint8_t slot = pci_root_->add_device(fn);
+  // Interrupt pin and line as the function set them up (config 0x3d/0x3c), for the ACPI _PRT.
+  if (const uint8_t pin = fn->cfg8(0x3d); pin >= 1 && pin <= 4) pci_intx_.push_back({slot, pin, fn->cfg8(0x3c)});
   const std::string where = fmt::format("pci 00:{:02x}.0 bar0={:#x}", slot, fn->bar(0).addr);
   info.details = info.details.empty() ? where : where + " " + info.details;
   add_entry({std::move(info), std::move(fn), {}});
@@ -246,6 +249,21 @@ std::vector<DeviceInfo> DeviceManager::infos() const {
   std::vector<DeviceInfo> out;
   for (const auto& e : entries_) out.push_back(e.info);
   return out;
+}
+
+bool DeviceManager::acpi_pci_root(acpi::PciRoot& out) const {
+  if (!pci_root_) return false;
+  const auto& l = pci_root_->layout();
+  out = {};
+  out.ecam_base = l.ecam_base;
+  out.ecam_size = pci::PciHostBridge::kEcamSize;
+  out.mem32_base = l.mem32_base;  // the allocator's window for every memory BAR (64-bit ones too)
+  out.mem32_size = l.mem32_size;
+  out.io_base = static_cast<uint32_t>(l.io_base);
+  out.io_size = static_cast<uint32_t>(l.io_size);
+  for (const auto& [slot, pin, line] : pci_intx_)
+    out.intx.push_back({static_cast<uint8_t>(slot), static_cast<uint8_t>(pin - 1), line});
+  return true;
 }
 
 void DeviceManager::attach_io(EventLoop& loop) { serial_backend_->attach(loop, *serial_); }

@@ -13,6 +13,7 @@
 //      migration compatible.
 //   4. its settings in config::VmConfig (config/vm_config.h) and a flag in vmm/options.cpp.
 #pragma once
+#include <array>
 #include <functional>
 #include <memory>
 #include <mutex>
@@ -86,6 +87,9 @@ class DeviceManager : public VmHooks {
   std::vector<DeviceInfo> infos() const;
   ResourceAllocator& resources() { return res_; }
   pci::PciHostBridge* pci_root() { return pci_root_.get(); }
+  // The PCI root as the ACPI tables describe it (ECAM, BAR windows, each device's INTx line); false without
+  // one (mmio transport). Read after create_devices.
+  bool acpi_pci_root(acpi::PciRoot& out) const;
   virtio::BalloonDevice* balloon() { return balloon_; }
   // Kernel command line additions of the devices (virtio-mmio announcements); read after create_devices.
   const std::string& cmdline_additions() const { return cmdline_; }
@@ -129,6 +133,7 @@ class DeviceManager : public VmHooks {
   std::shared_ptr<Serial16550> serial_;
   std::shared_ptr<acpi::AcpiPm> acpi_pm_;
   std::shared_ptr<pci::PciHostBridge> pci_root_;
+  std::vector<std::array<uint32_t, 3>> pci_intx_;  // {slot, pin (1 = INTA), IOAPIC line} per INTx user
   virtio::BalloonDevice* balloon_ = nullptr;
   std::string cmdline_;
   mutable std::mutex mu_;  // entries_ (query-vm reads them from the I/O thread)

@@ -61,11 +61,10 @@ void Machine::load_and_setup_vcpus() {
   const std::string& extra = dm_->cmdline_additions();
   if (!extra.empty()) bc.cmdline += (bc.cmdline.empty() ? "" : " ") + extra;
   bc.cpus = cfg_.cpus;
+  // The ACPI tables describe the devices just created: the PM block (defaults) and the PCI root, if any.
+  if (acpi::PciRoot pci; dm_->acpi_pci_root(pci)) bc.acpi.pci = std::move(pci);
   plan_ = boot::load(*mem_, bc);
   if (plan_.vcpus.size() != cfg_.cpus) fail("boot: plan has {} vCPUs, {} requested", plan_.vcpus.size(), cfg_.cpus);
-  // The ACPI tables describing our hardware replace the boot loader's generic ones in place (same RSDP
-  // address, so the pointers boot handed to the guest stay right).
-  acpi::write_tables(*mem_, {.cpus = cfg_.cpus});
   const auto supported = kvm_.supported_cpuid();
   if (auto w = cpu::unavailable_warning(supported, cfg_.cpu); !w.empty()) std::cerr << "vireo-vmm: " << w << std::endl;
   for (uint32_t i = 0; i < cfg_.cpus; ++i) setup_vcpu(i, supported);

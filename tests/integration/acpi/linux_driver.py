@@ -1,35 +1,25 @@
-"""Runs INSIDE the KVM environment (host or kit) for test_acpi_linux.py. Picks the first VMM whose acpi_poweroff
-guest resets through the FADT reset register (exit 2 = it has ACPI), boots Linux on it with a control socket,
-waits for the initramfs to report the power-button input device, sends `shutdown` over the socket and waits
-for the VMM to exit. Prints "VMM=...", the serial output, "VMM-EXIT=<code>" (or "NO-ACPI-VMM").
-Usage: linux_driver.py GUEST KERNEL INITRD WORKDIR VMM..."""
+"""Runs INSIDE the KVM environment (host or kit) for test_acpi_linux.py. Boots Linux on vireo-vmm (ACPI on, a
+virtio-pci disk, a control socket), waits for the initramfs to report the power-button input device, sends
+`shutdown` over the socket and waits for the VMM to exit. Prints the serial output, "SHUTDOWN-REPLY=...",
+the VMM's stderr and "VMM-EXIT=<code>" ("hung" if it did not exit).
+Usage: linux_driver.py VMM KERNEL INITRD DISK WORKDIR CPUS"""
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
 import tempfile
 import time
 
-GUEST, KERNEL, INITRD, WORK = sys.argv[1:5]
-VMMS = sys.argv[5:]
+VMM, KERNEL, INITRD, DISK, WORK, CPUS = sys.argv[1:7]
 
-vmm = None
-for v in VMMS:
-    r = subprocess.run([v, "--kernel", GUEST, "--memory", "32M", "--serial", "none", "--cmdline", "reset"],
-                       stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=120)
-    if r.returncode == 2:
-        vmm = v
-        break
-if not vmm:
-    print("NO-ACPI-VMM")
-    sys.exit(0)
-print("VMM=" + vmm, flush=True)
-
+# Unix sockets cannot live on the kit's 9p shares: a guest-local folder.
 sock = os.path.join(tempfile.mkdtemp(prefix="vireo-acpi-linux-", dir="/dev/shm"), "api.sock")
 serial = os.path.join(WORK, "linux.serial")
-p = subprocess.Popen([vmm, "--kernel", KERNEL, "--initrd", INITRD, "--memory", "256M", "--cpus", "1",
-                      "--cmdline", "console=ttyS0 panic=-1 quiet", "--serial", "file=" + serial, "--api-socket", sock],
+p = subprocess.Popen([VMM, "--kernel", KERNEL, "--initrd", INITRD, "--memory", "256M", "--cpus", CPUS,
+                      "--cmdline", "console=ttyS0 panic=-1 quiet", "--serial", "file=" + serial,
+                      "--disk", f"path={DISK},format=raw", "--api-socket", sock],
                      stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
@@ -41,10 +31,13 @@ def text():
         return ""
 
 
-end = time.monotonic() + 300
-while time.monotonic() < end and p.poll() is None and "VIREO-INIT: power button at" not in text():
+# The serial file fills byte by byte: wait for the whole line, not just its start.
+ready = re.compile(r"^VIREO-INIT: power button at (\S*)\n", re.M)
+end = time.monotonic() + 330
+while time.monotonic() < end and p.poll() is None and not ready.search(text()):
     time.sleep(0.2)
-if p.poll() is None and "VIREO-INIT: power button at /dev/input/event" in text():
+m = ready.search(text())
+if p.poll() is None and m and m.group(1).startswith("/dev/input/event"):
     s = socket.socket(socket.AF_UNIX)
     s.settimeout(20)
     s.connect(sock)
@@ -54,6 +47,7 @@ try:
     rc = p.wait(timeout=max(10, end - time.monotonic()))
 except subprocess.TimeoutExpired:
     p.kill()
+    p.wait()
     rc = "hung"
 print(text())
 print("STDERR=" + p.stderr.read().decode(errors="replace"))

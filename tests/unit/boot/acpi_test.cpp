@@ -1,7 +1,8 @@
-// ACPI tables: checksums, table chain, MADT processors/IOAPIC, FADT hardware-reduced + sleep register, DSDT \_S5,
-// and the RSDP pointer handed to Linux (zero page) and PVH kernels (start info).
+// ACPI tables as boot writes them (src/acpi's writer; its own tests are tests/unit/acpi): the chain in guest RAM,
+// PCI root -> MCFG + e820-reserved ECAM, and the RSDP pointer handed to Linux (zero page) and PVH kernels.
 #include "boot/internal.h"
 #include "boot_helpers.h"
+#include "common/layout.h"
 
 using namespace boot_test;
 using namespace vireo;
@@ -26,82 +27,69 @@ std::vector<uint8_t> table(const GuestMemory& m, uint64_t gpa, const char* sig) 
   return t;
 }
 
-TEST(BootAcpi, TablesChainAndDescribeTheMachine) {
+// boot::load writes acpi::write_tables' tables (the one writer, src/acpi) for the configured vCPUs, and the
+// e820 map reserves everything they live in.
+TEST(BootAcpi, LoadWritesTheAcpiTables) {
+  const std::string hello = std::string(VIREO_BUILD_DIR) + "/tests/guests/hello.elf";
+  if (::access(hello.c_str(), R_OK) != 0) GTEST_SKIP() << "test guests not built";
   auto mem = make_memory(64 << 20);
-  uint64_t rsdp = write_acpi(*mem, 3);
-  EXPECT_EQ(rsdp, addr::kAcpi);
-  EXPECT_EQ(rsdp % 16, 0u);
-  EXPECT_GE(rsdp, 0xe0000u) << "inside the range Linux scans";
-  auto r = gbytes(*mem, rsdp, 36);
+  load(*mem, BootConfig{hello, "", "", 3});
+  const acpi::Tables want = acpi::build_tables({.cpus = 3});
+  EXPECT_EQ(want.rsdp, addr::kAcpi);
+  EXPECT_EQ(gbytes(*mem, want.base, want.image.size()), want.image);
+  auto r = gbytes(*mem, addr::kAcpi, 36);
   EXPECT_EQ(std::string(r.begin(), r.begin() + 8), "RSD PTR ");
-  EXPECT_EQ(sum(std::vector<uint8_t>(r.begin(), r.begin() + 20)), 0) << "RSDP checksum";
-  EXPECT_EQ(sum(r), 0) << "RSDP extended checksum";
-  EXPECT_EQ(r[15], 2) << "revision 2";
-  EXPECT_EQ(le<uint32_t>(r, 20), 36u);
-
   auto x = table(*mem, le<uint64_t>(r, 24), "XSDT");
-  ASSERT_EQ(x.size(), 36u + 16u);
+  ASSERT_EQ(x.size(), 36u + 16u) << "FADT and MADT; no MCFG without a PCI root";
   auto fadt = table(*mem, le<uint64_t>(x, 36), "FACP");
-  auto madt = table(*mem, le<uint64_t>(x, 44), "APIC");
-
-  ASSERT_EQ(fadt.size(), 276u);
-  EXPECT_EQ(fadt[8], 6) << "FADT revision";
+  EXPECT_EQ(le<uint32_t>(fadt, 56), 0x600u) << "PM1a_EVT_BLK: the PM device of src/acpi";
   EXPECT_FALSE(le<uint32_t>(fadt, 112) & (1u << 20)) << "not hardware-reduced";
-  EXPECT_FALSE(le<uint32_t>(fadt, 112) & (1u << 4)) << "fixed-feature power button";
-  EXPECT_EQ(le<uint16_t>(fadt, 46), kAcpiSciIrq);
-  EXPECT_EQ(le<uint32_t>(fadt, 48), 0u) << "no SMI_CMD: always in ACPI mode";
-  EXPECT_EQ(le<uint32_t>(fadt, 56), kAcpiPm1aEvt);
-  EXPECT_EQ(le<uint32_t>(fadt, 64), kAcpiPm1aCnt);
-  EXPECT_EQ(fadt[88], 4);
-  EXPECT_EQ(fadt[89], 2);
-  EXPECT_EQ(fadt[148], 1) << "X_PM1a_EVT_BLK in system I/O";
-  EXPECT_EQ(fadt[149], 32);
-  EXPECT_EQ(le<uint64_t>(fadt, 152), kAcpiPm1aEvt);
-  EXPECT_EQ(fadt[173], 16);
-  EXPECT_EQ(le<uint64_t>(fadt, 176), kAcpiPm1aCnt);
-  uint64_t dsdt_addr = le<uint64_t>(fadt, 140);
-  EXPECT_EQ(le<uint32_t>(fadt, 40), dsdt_addr);
-  auto dsdt = table(*mem, dsdt_addr, "DSDT");
-  const uint8_t s5[] = {0x08, '_', 'S', '5', '_', 0x12, 0x07, 0x04, 0x0a, 0x05};
-  EXPECT_EQ(std::vector<uint8_t>(dsdt.begin() + 36, dsdt.begin() + 46), std::vector<uint8_t>(std::begin(s5), std::end(s5)));
-
-  EXPECT_EQ(le<uint32_t>(madt, 36), 0xfee00000u);
-  std::vector<int> apic_ids;
-  int ioapics = 0, nmis = 0, overrides = 0;
-  for (size_t at = 44; at < madt.size();) {
-    uint8_t type = madt[at], len = madt[at + 1];
-    ASSERT_GE(len, 2);
-    if (type == 0) {
-      EXPECT_EQ(len, 8);
-      EXPECT_EQ(le<uint32_t>(madt, at + 4) & 1, 1u) << "enabled";
-      apic_ids.push_back(madt[at + 3]);
-    } else if (type == 1) {
-      EXPECT_EQ(madt[at + 2], 3) << "IOAPIC id after the CPUs";
-      EXPECT_EQ(le<uint32_t>(madt, at + 4), 0xfec00000u);
-      EXPECT_EQ(le<uint32_t>(madt, at + 8), 0u) << "GSI base";
-      ioapics++;
-    } else if (type == 2) {
-      EXPECT_EQ(madt[at + 3], kAcpiSciIrq) << "override for the SCI";
-      EXPECT_EQ(le<uint32_t>(madt, at + 4), kAcpiSciIrq);
-      EXPECT_EQ(le<uint16_t>(madt, at + 8), 0x000d) << "active high, level";
-      overrides++;
-    } else if (type == 4) {
-      EXPECT_EQ(madt[at + 5], 1) << "LINT1";
-      nmis++;
-    }
-    at += len;
-  }
-  EXPECT_EQ(apic_ids, (std::vector<int>{0, 1, 2}));
-  EXPECT_EQ(ioapics, 1);
-  EXPECT_EQ(nmis, 1);
-  EXPECT_EQ(overrides, 1);
-  // Everything lies in an e820-reserved range.
-  for (uint64_t a : {rsdp, le<uint64_t>(x, 36), le<uint64_t>(x, 44), dsdt_addr}) {
+  auto madt = table(*mem, le<uint64_t>(x, 44), "APIC");
+  EXPECT_EQ(madt.size(), 44u + 3 * 8 + 12 + 10 + 6);
+  auto dsdt = table(*mem, le<uint64_t>(fadt, 140), "DSDT");
+  for (uint64_t a : {addr::kAcpi, le<uint64_t>(x, 36), le<uint64_t>(x, 44), le<uint64_t>(fadt, 140)}) {
     bool reserved = false;
     for (const auto& e : build_e820(*mem))
       if (e.addr <= a && a < e.addr + e.size) reserved = e.type == kE820Reserved;
     EXPECT_TRUE(reserved) << std::hex << a;
   }
+}
+
+// With a PCI root: the tables get PCI0 and the MCFG, and the ECAM is reserved in every e820 map boot writes
+// (Linux uses the MCFG only then: "PCI: MMCONFIG at [mem 0xe0000000-0xe00fffff] reserved as E820 entry").
+TEST(BootAcpi, PciRootGetsMcfgAndReservedEcam) {
+  const std::string hello = std::string(VIREO_BUILD_DIR) + "/tests/guests/hello.elf";
+  if (::access(hello.c_str(), R_OK) != 0) GTEST_SKIP() << "test guests not built";
+  acpi::PciRoot pci;
+  pci.ecam_base = layout::kPciEcamBase;
+  pci.ecam_size = layout::kPciEcamSize;
+  pci.mem32_base = layout::kPciMem32Base;
+  pci.mem32_size = layout::kPciMem32Size;
+  pci.io_base = layout::kPciIoBase;
+  pci.io_size = layout::kPciIoSize;
+  pci.intx = {{1, 0, 5}};
+  BootConfig cfg{hello, "", "", 1};
+  cfg.acpi.pci = pci;
+  auto mem = make_memory(64 << 20);
+  BootPlan plan = load(*mem, cfg);
+  acpi::TableConfig tc = cfg.acpi;
+  tc.cpus = 1;
+  const acpi::Tables want = acpi::build_tables(tc);
+  ASSERT_NE(want.mcfg, 0u);
+  EXPECT_EQ(gbytes(*mem, want.base, want.image.size()), want.image);
+  auto x = table(*mem, le<uint64_t>(gbytes(*mem, addr::kAcpi, 36), 24), "XSDT");
+  ASSERT_EQ(x.size(), 36u + 24u);
+  table(*mem, le<uint64_t>(x, 52), "MCFG");
+  auto has_ecam = [](const std::vector<E820Entry>& e) {
+    for (const auto& x : e)
+      if (x.addr == 0xe0000000 && x.size == 0x100000 && x.type == kE820Reserved) return true;
+    return false;
+  };
+  EXPECT_TRUE(has_ecam(plan.e820));
+  EXPECT_TRUE(has_ecam(build_e820(*mem, cfg.acpi)));
+  EXPECT_FALSE(has_ecam(build_e820(*mem)));
+  auto e = build_e820(*mem, cfg.acpi);
+  for (size_t i = 1; i < e.size(); i++) EXPECT_LE(e[i - 1].addr + e[i - 1].size, e[i].addr) << "sorted, disjoint";
 }
 
 TEST(BootAcpi, KernelsAreToldWhereTheRsdpIs) {
@@ -113,9 +101,11 @@ TEST(BootAcpi, KernelsAreToldWhereTheRsdpIs) {
 }
 
 TEST(BootAcpi, TooManyCpus) {
+  const std::string hello = std::string(VIREO_BUILD_DIR) + "/tests/guests/hello.elf";
+  if (::access(hello.c_str(), R_OK) != 0) GTEST_SKIP() << "test guests not built";
   auto mem = make_memory(64 << 20);
-  expect_error([&] { write_acpi(*mem, 255); }, "255 vCPUs");
-  write_acpi(*mem, 254);  // the largest fits below 1 MiB
+  expect_error([&] { load(*mem, BootConfig{hello, "", "", 255}); }, "255 vCPUs");
+  load(*mem, BootConfig{hello, "", "", 254});  // the largest fits below 1 MiB
 }
 
 }  // namespace
