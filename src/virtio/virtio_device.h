@@ -103,7 +103,7 @@ class VirtioDevice {
   // unanswered (they must be the most recent ones); they are dropped at save and popped again on restore.
   virtual uint16_t held_chains(uint16_t q) const { (void)q; return 0; }
   virtual nlohmann::json save_device() { return nlohmann::json::object(); }
-  virtual void restore_device(JsonReader& r) { (void)r; }  // before activate(); throws Error
+  virtual void restore_device(JsonReader& r) { (void)r; }  // after activate() if DRIVER_OK; throws Error
 
   // ---- helpers for devices (mu_ held)
   Virtqueue* queue(uint16_t q);                 // nullptr unless enabled and activated

@@ -86,9 +86,6 @@ void VirtioDevice::restore_virtio(JsonReader& r) {
     }
     qr.finish();
   }
-  JsonReader dr = r.object("device");
-  restore_device(dr);
-  dr.finish();
   if ((status_ & kStatusDriverOk) && !broken_) {
     try {
       activate();
@@ -96,6 +93,10 @@ void VirtioDevice::restore_virtio(JsonReader& r) {
       fail("{}: activate: {}", r.path(), e.what());
     }
   }
+  // After activate(): the device's own state overrides activation defaults (e.g. net's active pairs).
+  JsonReader dr = r.object("device");
+  restore_device(dr);
+  dr.finish();
   // Anything the driver made available meanwhile, and chains handed back by held_chains.
   for (uint16_t q = 0; q < queues_.size(); ++q)
     if (queues_[q].vq) schedule(q);
