@@ -4,6 +4,7 @@ exit codes) to OUT. Assertions happen in the test. Usage: snap_driver.py VMM GUE
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -139,6 +140,72 @@ def main():
         T["g-" + transport + ":serial-while-paused"] = text(g.serial)
         T["g-" + transport + ":resume"] = g.ctl.cmd("resume") if g.ctl else None
         g.finish(timeout=120)
+
+    # 3. Damaged snapshots (copies of snap1 / snap-pci): each must be one line on stderr and exit 1.
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import vireo_state
+
+    def damaged(name, base, damage):
+        d = os.path.join(WORK, "bad-" + name)
+        shutil.copytree(base, d)
+        damage(os.path.join(d, "state.bin"))
+        r = subprocess.run([VMM, "--restore", d, "--serial", "none"], stdin=subprocess.DEVNULL,
+                           capture_output=True, timeout=60)
+        T["bad:" + name] = {"rc": r.returncode, "stderr": r.stderr.decode(errors="replace")}
+
+    def rewrite(edit):
+        def f(path):
+            body = vireo_state.load(path)
+            edit(body)
+            vireo_state.save(path, body)
+        return f
+
+    def set_rx(b):
+        b["devices"]["serial0"]["state"]["rx"] = bytes(20)
+
+    def drop_vcpu(b):
+        b["vcpus"] = []
+
+    def bad_used(b):
+        b["devices"]["rng0"]["state"]["virtio"]["queues"][0]["ring"]["used_idx"] += 3
+
+    def bad_msr_shape(b):
+        b["vcpus"][0]["regs"] = b"\0" * 7
+
+    def unknown_device(b):
+        b["devices"]["floppy0"] = {"version": 1, "state": {}}
+
+    def newer_device(b):
+        b["devices"]["rtc"]["version"] = 9
+
+    def flip(path):
+        data = bytearray(open(path, "rb").read())
+        data[len(data) // 2] ^= 0x40
+        open(path, "wb").write(bytes(data))
+
+    def truncate(path):
+        data = open(path, "rb").read()
+        open(path, "wb").write(data[: len(data) - 100])
+
+    def version(path):
+        data = bytearray(open(path, "rb").read())
+        data[8] = 7
+        open(path, "wb").write(bytes(data))
+
+    def nested(path):
+        open(path, "wb").write(vireo_state.pack(b"\x81" * 100000 + b"\x00"))
+
+    damaged("serial-rx", snap1, rewrite(set_rx))
+    damaged("no-vcpus", snap1, rewrite(drop_vcpu))
+    damaged("used-idx", os.path.join(WORK, "snap-pci"), rewrite(bad_used))
+    damaged("regs-size", snap1, rewrite(bad_msr_shape))
+    damaged("unknown-device", snap1, rewrite(unknown_device))
+    damaged("newer-device", snap1, rewrite(newer_device))
+    damaged("corrupt", snap1, flip)
+    damaged("truncated", snap1, truncate)
+    damaged("version", snap1, version)
+    damaged("nested", snap1, nested)
+    damaged("missing", snap1, os.remove)
 
     with open(OUT, "w") as f:
         json.dump(T, f)
