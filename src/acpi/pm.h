@@ -55,6 +55,12 @@ class AcpiPm : public BusDevice {
   bool sci_level() const;
   uint32_t pm_timer() const;
 
+  // Device (devices/device.h; pm_state.cpp): PM1 registers and the PM timer's elapsed time, so the timer
+  // goes on from the saved value rather than jumping.
+  uint32_t state_version() const override { return 1; }
+  nlohmann::json save_state() override;
+  void restore_state(JsonReader& state, uint32_t version) override;
+
  private:
   uint8_t reg_byte(uint64_t off) const;  // lock held
   void update_sci();                     // lock held

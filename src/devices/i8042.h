@@ -23,6 +23,11 @@ class I8042 : public BusDevice {
   void write(uint64_t offset, std::span<const uint8_t> data) override;
   std::string name() const override { return "i8042"; }
 
+  // Device: output buffer, command byte, pending command.
+  uint32_t state_version() const override { return 1; }
+  nlohmann::json save_state() override;
+  void restore_state(JsonReader& state, uint32_t version) override;
+
  private:
   void command(uint8_t cmd);
   void data_write(uint8_t v);

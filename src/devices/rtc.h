@@ -30,6 +30,12 @@ class CmosRtc : public BusDevice {
   // Seeds CMOS RAM bytes (e.g. memory size fields firmware reads).
   void set_ram(uint8_t index, uint8_t value);
 
+  // Device: index, NMI mask, CMOS RAM and the guest's offset to host time (so the guest clock keeps
+  // following real time across a restore, as QEMU's rtc base=utc does).
+  uint32_t state_version() const override { return 1; }
+  nlohmann::json save_state() override;
+  void restore_state(JsonReader& state, uint32_t version) override;
+
  private:
   uint8_t read_index(uint8_t idx);
   void write_index(uint8_t idx, uint8_t v);

@@ -46,6 +46,11 @@ class Serial16550 : public BusDevice {
 
   bool irq_level() const;  // current IRQ output (tests)
 
+  // Device (devices/device.h): registers and FIFO contents; restore re-drives the IRQ line.
+  uint32_t state_version() const override { return 1; }
+  nlohmann::json save_state() override;
+  void restore_state(JsonReader& state, uint32_t version) override;
+
  private:
   uint8_t read_reg(uint64_t off, bool* rx_freed);
   void write_reg(uint64_t off, uint8_t v);

@@ -5,6 +5,7 @@
 #include <linux/falloc.h>
 #include <linux/memfd.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -33,6 +34,10 @@ long free_hugepages() {
 }  // namespace
 
 GuestMemory::GuestMemory(const MemoryConfig& cfg) {
+  if (!cfg.private_file.empty()) {
+    map_private_file(cfg);
+    return;
+  }
   page_size_ = cfg.hugepages ? kHugePage : 4096;
   if (cfg.size == 0) fail("guest memory: size must not be 0");
   if (cfg.size % page_size_ != 0)
@@ -81,9 +86,34 @@ GuestMemory::GuestMemory(const MemoryConfig& cfg) {
     }
   }
 
-  const uint64_t low = std::min<uint64_t>(cfg.size, layout::kLowRamEnd);
+  lay_out_regions(cfg.size);
+}
+
+void GuestMemory::map_private_file(const MemoryConfig& cfg) {
+  page_size_ = 4096;
+  if (cfg.size == 0 || cfg.size % page_size_ != 0)
+    fail("guest memory: size {} is not a non-zero multiple of 4 KiB", cfg.size);
+  memfd_.reset(::open(cfg.private_file.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!memfd_) throw_errno("guest memory: open " + cfg.private_file);
+  struct stat st {};
+  if (::fstat(memfd_.get(), &st) < 0) throw_errno("guest memory: stat " + cfg.private_file);
+  if (!S_ISREG(st.st_mode)) fail("guest memory: {} is not a regular file", cfg.private_file);
+  if (static_cast<uint64_t>(st.st_size) != cfg.size)
+    fail("guest memory: {} has {} bytes, the VM has {} of RAM", cfg.private_file, st.st_size, cfg.size);
+  // Writable private mapping of a read-only fd: copy-on-write pages, the snapshot file stays as it was.
+  void* p = ::mmap(nullptr, cfg.size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_NORESERVE, memfd_.get(), 0);
+  if (p == MAP_FAILED) throw_errno(fmt::format("guest memory: mmap {}", cfg.private_file));
+  base_ = static_cast<uint8_t*>(p);
+  total_ = cfg.size;
+  private_ = true;
+  ::madvise(base_, total_, MADV_DONTDUMP);
+  lay_out_regions(cfg.size);
+}
+
+void GuestMemory::lay_out_regions(uint64_t size) {
+  const uint64_t low = std::min<uint64_t>(size, layout::kLowRamEnd);
   regions_.push_back(MemoryRegion{0, low, base_, 0});
-  if (cfg.size > low) regions_.push_back(MemoryRegion{layout::kHighRamStart, cfg.size - low, base_ + low, low});
+  if (size > low) regions_.push_back(MemoryRegion{layout::kHighRamStart, size - low, base_ + low, low});
 }
 
 GuestMemory::~GuestMemory() {
@@ -128,6 +158,13 @@ void GuestMemory::discard(uint64_t gpa, uint64_t len) {
   const MemoryRegion* r = find(gpa, len);
   if (!r) throw GuestMemoryError(fmt::format("guest memory: discard 0x{:x}+0x{:x} outside RAM", gpa, len));
   if (len == 0) return;
+  if (private_) {
+    // Private file mapping: dropping the copied pages frees them (they read back as the snapshot's bytes,
+    // which a driver must not rely on either way).
+    if (::madvise(r->host + (gpa - r->gpa), len, MADV_DONTNEED) < 0)
+      throw_errno(fmt::format("guest memory: discard 0x{:x}+0x{:x}", gpa, len));
+    return;
+  }
   const uint64_t off = r->fd_offset + (gpa - r->gpa);
   if (::fallocate(memfd_.get(), FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, static_cast<off_t>(off),
                   static_cast<off_t>(len)) < 0)

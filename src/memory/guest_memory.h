@@ -31,6 +31,10 @@ struct MemoryConfig {
   bool thp = true;           // madvise(MADV_HUGEPAGE) on ordinary RAM
   bool prealloc = false;     // touch every page now instead of on first guest access
   std::string name = "vireo-ram";  // memfd name (visible in /proc/PID/fd)
+  // Snapshot restore: map this file (exactly `size` bytes, the layout a snapshot's memory file has)
+  // MAP_PRIVATE instead of creating a memfd. Pages are read from the file on first touch (lazy restore) and
+  // copied on write, so the file is never modified; hugepages/prealloc do not apply.
+  std::string private_file{};
 };
 
 struct MemoryRegion {
@@ -51,7 +55,9 @@ class GuestMemory {
 
   uint64_t size() const { return total_; }
   const std::vector<MemoryRegion>& regions() const { return regions_; }
-  int memfd() const { return memfd_.get(); }
+  // The memfd backing RAM, or -1 for a private file mapping (a restored VM).
+  int memfd() const { return private_ ? -1 : memfd_.get(); }
+  const uint8_t* host_base() const { return base_; }  // the one mapping of all RAM, memfd/file offset order
 
   // True if [gpa, gpa+len) lies inside one RAM region (len 0 is true for any gpa inside RAM or at its end).
   bool contains(uint64_t gpa, uint64_t len) const;
@@ -83,10 +89,13 @@ class GuestMemory {
 
  private:
   const MemoryRegion* find(uint64_t gpa, uint64_t len) const;
+  void map_private_file(const MemoryConfig& cfg);
+  void lay_out_regions(uint64_t size);
 
   UniqueFd memfd_;
   uint64_t total_ = 0;
   uint64_t page_size_ = 4096;
+  bool private_ = false;  // base_ is a MAP_PRIVATE mapping of a snapshot's memory file
   std::vector<MemoryRegion> regions_;
   uint8_t* base_ = nullptr;  // one mapping of the whole memfd; regions point into it
 };

@@ -6,6 +6,10 @@
 #include <span>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
+#include "common/json_reader.h"
+
 namespace vireo::pci {
 
 class Msix {
@@ -44,6 +48,11 @@ class Msix {
   bool trigger(uint16_t v);
   bool pending(uint16_t v) const;
   void reset();  // control 0, every entry masked, no pending bits
+
+  // Table and pending bits (pci_state.cpp); message control lives in config space and is restored from
+  // there with set_control(). restore() checks the vector count and throws Error.
+  nlohmann::json save() const;
+  void restore(JsonReader& r);
 
  private:
   bool deliverable(uint16_t v) const;  // mu_ held

@@ -69,6 +69,12 @@ class PciFunction : public Device {
   void set_cfg16(uint16_t off, uint16_t v);
   void set_cfg32(uint16_t off, uint32_t v);
 
+  // Saved config space (pci_state.cpp), embedded in the owning device's state: the first 256 bytes and the
+  // BAR addresses. Restore takes only guest-writable bits from the state, refuses a state whose read-only
+  // bytes (ids, capabilities) differ from this function's, then re-decodes the BARs (bar_moved follows).
+  nlohmann::json save_config_state();
+  void restore_config_state(JsonReader& r);
+
   // Sets/clears the INTx status bit (0x06 bit 3); the device drives the line itself. Lock-free.
   void set_intx_status(bool asserted) { intx_status_.store(asserted, std::memory_order_relaxed); }
 
@@ -125,6 +131,11 @@ class PciHostBridge : public Device {
 
   // Takes the next free slot, assigns its BARs (naturally aligned) and maps them. Returns the slot.
   uint8_t add_device(std::shared_ptr<PciFunction> fn);
+
+  // Device: the CF8 address latch (functions save their own config space).
+  uint32_t state_version() const override { return 1; }
+  nlohmann::json save_state() override;
+  void restore_state(JsonReader& state, uint32_t version) override;
 
   // Config access by (slot, function 0 only), as CF8/CFC and ECAM do; absent functions read all-ones.
   uint32_t config_read(uint8_t bus, uint8_t slot, uint8_t func, uint16_t offset, unsigned size);

@@ -31,6 +31,10 @@ class BalloonDevice : public VirtioDevice {
   void process_queue(uint16_t q) override;
   void device_reset() override;
   void config_write(uint64_t offset, std::span<const uint8_t> data) override;
+  // Snapshot: statistics and the discarded total; the held stats buffer is handed back and popped again.
+  uint16_t held_chains(uint16_t q) const override;
+  nlohmann::json save_device() override;
+  void restore_device(JsonReader& r) override;
 
  private:
   enum class Role { Inflate, Deflate, Stats, Reporting, None };

@@ -48,6 +48,7 @@ uint64_t NetDevice::features() const {
 }
 
 void NetDevice::apply_guest_offloads(uint64_t g) {
+  guest_offloads_ = g;
   unsigned tun = 0;
   if (g & bit(kFGuestCsum)) {
     tun |= net::kTunCsum;

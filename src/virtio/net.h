@@ -39,6 +39,11 @@ class NetDevice : public VirtioDevice {
   void activate() override;
   void device_reset() override;
   void pause_io() override;
+  // Snapshot (net_state in virtio_state_devices.cpp): active pairs and guest offloads; a frame waiting
+  // for receive buffers is dropped (as a lost packet) and its held chains handed back.
+  uint16_t held_chains(uint16_t q) const override;
+  nlohmann::json save_device() override;
+  void restore_device(JsonReader& r) override;
 
  private:
   void rx(uint16_t pair);
@@ -53,6 +58,7 @@ class NetDevice : public VirtioDevice {
   std::array<uint8_t, 6> mac_;
   uint16_t pairs_;
   uint16_t active_pairs_ = 1;
+  uint64_t guest_offloads_ = 0;  // last applied to the tap
   std::vector<bool> watching_;
   std::vector<std::vector<uint8_t>> pending_;  // a frame read from the tap that did not fit yet (per pair)
   std::vector<std::vector<DescChain>> held_;   // receive chains popped for the pending frame (per pair)

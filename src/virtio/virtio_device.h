@@ -17,7 +17,10 @@
 #include <string>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
 #include "common/event_loop.h"
+#include "common/json_reader.h"
 #include "memory/guest_memory.h"
 #include "virtio/virtio_spec.h"
 #include "virtio/virtqueue.h"
@@ -76,6 +79,14 @@ class VirtioDevice {
   void resume();
   bool paused() const;
 
+  // ---- snapshot state (virtio_state.cpp; called by the transport's save/restore, device paused or not yet
+  // running). Features, status, config space and every queue's configuration and indexes; in-flight
+  // requests were drained by pause(), and chains a device holds without an answer (held_chains) are handed
+  // back by rewinding last_avail, so the restored device pops them again. restore_virtio() validates
+  // everything against this device and guest RAM and throws Error; it re-activates a DRIVER_OK device.
+  nlohmann::json save_virtio();
+  void restore_virtio(JsonReader& r);
+
   virtual std::string details() const { return {}; }  // for query-vm, e.g. "path=disk.img ro"
   virtual std::string type_name() const = 0;          // "virtio-blk", ...
 
@@ -88,6 +99,11 @@ class VirtioDevice {
   virtual void device_reset() {}              // after quiesce, mu_ held: forget per-driver state
   virtual void pause_io() {}                  // mu_ held: stop watching host fds (tap, console input)
   virtual void config_write(uint64_t offset, std::span<const uint8_t> data) { (void)offset; (void)data; }
+  // Snapshot hooks, mu_ held. held_chains: how many of the chains last popped from queue q the device holds
+  // unanswered (they must be the most recent ones); they are dropped at save and popped again on restore.
+  virtual uint16_t held_chains(uint16_t q) const { (void)q; return 0; }
+  virtual nlohmann::json save_device() { return nlohmann::json::object(); }
+  virtual void restore_device(JsonReader& r) { (void)r; }  // after activate() if DRIVER_OK; throws Error
 
   // ---- helpers for devices (mu_ held)
   Virtqueue* queue(uint16_t q);                 // nullptr unless enabled and activated

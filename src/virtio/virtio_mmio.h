@@ -37,6 +37,10 @@ class VirtioMmioDevice : public BusDevice, public InterruptSink {
   void stop() override { dev_->set_status(0); }
   void pause() override { dev_->pause(); }
   void resume() override { dev_->resume(); }
+  // Transport registers + the virtio device's state (virtio_state_transports.cpp); version 1.
+  uint32_t state_version() const override { return 1; }
+  nlohmann::json save_state() override;
+  void restore_state(JsonReader& state, uint32_t version) override;
 
   void queue_interrupt(uint16_t queue) override;
   void config_interrupt() override;

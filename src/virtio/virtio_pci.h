@@ -36,6 +36,10 @@ class VirtioPciDevice : public pci::PciFunction, public InterruptSink {
   void stop() override { dev_->set_status(0); }
   void pause() override { dev_->pause(); }
   void resume() override { dev_->resume(); }
+  // Transport registers + the virtio device's state (virtio_state_transports.cpp); version 1.
+  uint32_t state_version() const override { return 1; }
+  nlohmann::json save_state() override;
+  void restore_state(JsonReader& state, uint32_t version) override;
 
   // InterruptSink
   void queue_interrupt(uint16_t queue) override;
@@ -56,6 +60,7 @@ class VirtioPciDevice : public pci::PciFunction, public InterruptSink {
   void update_route(uint16_t v);
   void set_intx(bool level);
   void transport_reset();
+  void ensure_route(uint16_t v);  // mu_ held: GSI + irqfd for vector v (restore)
 
   VmHooks& hooks_;
   std::shared_ptr<VirtioDevice> dev_;

@@ -183,4 +183,24 @@ size_t copy_to_segments(GuestMemory& mem, const std::vector<Segment>& segs, uint
   return done;
 }
 
+SplitQueue::State SplitQueue::state() const {
+  return {last_avail_, used_idx_, signalled_used_, signalled_valid_, notifications_enabled_};
+}
+
+void SplitQueue::set_state(const State& s) {
+  const uint16_t ring_used = load16(used_ + 2);
+  if (ring_used != s.used_idx)
+    throw QueueError(fmt::format("virtqueue: used idx {} saved, the used ring in memory says {}", s.used_idx, ring_used));
+  const uint16_t in_flight = static_cast<uint16_t>(s.last_avail - s.used_idx);
+  if (in_flight > size_) throw QueueError(fmt::format("virtqueue: {} buffers in flight in a queue of {}", in_flight, size_));
+  const uint16_t ahead = static_cast<uint16_t>(avail_idx() - s.last_avail);
+  if (ahead > size_)
+    throw QueueError(fmt::format("virtqueue: avail idx runs {} ahead of last_avail {} (queue size {})", ahead, s.last_avail, size_));
+  last_avail_ = s.last_avail;
+  used_idx_ = s.used_idx;
+  signalled_used_ = s.signalled_used;
+  signalled_valid_ = s.signalled_valid;
+  notifications_enabled_ = s.notifications_enabled;
+}
+
 }  // namespace vireo::virtio

@@ -76,6 +76,17 @@ class SplitQueue final : public Virtqueue {
   uint16_t last_avail_idx() const { return last_avail_; }
   uint16_t used_idx() const { return used_idx_; }
 
+  // Snapshot state: the device-side indexes (the rings themselves are in guest RAM).
+  struct State {
+    uint16_t last_avail = 0, used_idx = 0, signalled_used = 0;
+    bool signalled_valid = false, notifications_enabled = true;
+  };
+  State state() const;
+  // Restores `s` after checking it against the rings in guest RAM (the memory image comes with the state):
+  // the used ring's idx must equal s.used_idx, and neither the driver's avail idx nor the device's
+  // last_avail may run more than a queue size ahead of what they follow. Throws QueueError otherwise.
+  void set_state(const State& s);
+
  private:
   uint16_t avail_idx() const;
   void walk_indirect(const VringDesc& d, DescChain& chain, bool& seen_writable);

@@ -52,6 +52,7 @@ MachineCommands::MachineCommands(Machine& m) : m_(m) {
     return CommandReply{json::object(), [m] { m->request_exit(kExitOk, "destroyed", RunState::Shutoff); }};
   });
   add_balloon_commands(*this, m_);
+  add_snapshot_commands(*this, m_);
 }
 
 CommandResult MachineCommands::handle(const std::string& line) {

@@ -49,5 +49,6 @@ class MachineCommands : public CommandHandler {
 
 // Registration of the optional command sets (their own files).
 void add_balloon_commands(MachineCommands& cmds, Machine& m);
+void add_snapshot_commands(MachineCommands& cmds, Machine& m);  // snapshot.cpp
 
 }  // namespace vireo::vmm

@@ -238,7 +238,12 @@ void DeviceManager::restore_state(const nlohmann::json& devices) {
     st.finish();
     d.finish();
   }
-  all.finish();  // a saved device this VM does not have
+  for (auto it = devices.begin(); it != devices.end(); ++it) {
+    bool known = false;
+    for (const auto& e : entries_) known |= e.dev && e.dev->state_version() != 0 && e.info.id == it.key();
+    if (!known) fail("state: device {} is saved but this VM has no such device", it.key());
+  }
+  all.finish();
 }
 
 // ---------------------------------------------------------------------------------------------------------

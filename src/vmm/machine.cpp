@@ -28,13 +28,15 @@ const char* run_state_name(RunState s) {
   return "?";
 }
 
-Machine::Machine(const config::VmConfig& cfg, kvm::KvmSystem& kvm) : cfg_(cfg), kvm_(kvm) {
+Machine::Machine(const config::VmConfig& cfg, kvm::KvmSystem& kvm, const RestoreSpec* restore)
+    : cfg_(cfg), kvm_(kvm) {
   cfg_.validate();
   const uint32_t max = kvm_.max_vcpus();
   if (cfg_.cpus > max) fail("--cpus {}: KVM allows at most {} vCPUs", cfg_.cpus, max);
 
   MemoryConfig mc = cfg_.memory;
   mc.name = "vireo-ram-" + cfg_.name.substr(0, 200);  // memfd names are limited to 249 bytes
+  if (restore) mc.private_file = restore->dir + "/memory";
   mem_ = std::make_unique<GuestMemory>(mc);
 
   vm_ = std::make_unique<kvm::Vm>(kvm_);
@@ -58,9 +60,14 @@ Machine::Machine(const config::VmConfig& cfg, kvm::KvmSystem& kvm) : cfg_(cfg), 
   ev.exit = [this](int code, const std::string& reason) { request_exit(code, reason, RunState::Shutoff); };
   ev.boot_log = [this](const std::string& line) { boot_log(line); };
   dm_ = std::make_unique<DeviceManager>(*vm_, *mem_, std::move(ev));
-  dm_->create_devices(cfg_, boot::probe_kernel(cfg_.boot.kernel));
-
-  load_and_setup_vcpus();
+  if (restore) {
+    plan_.kind = snapshot_kernel_kind(restore->state);
+    dm_->create_devices(cfg_, plan_.kind);
+    restore_snapshot(*restore);
+  } else {
+    dm_->create_devices(cfg_, boot::probe_kernel(cfg_.boot.kernel));
+    load_and_setup_vcpus();
+  }
   commands_ = std::make_unique<MachineCommands>(*this);
 }
 
@@ -203,6 +210,8 @@ int Machine::run() {
   {
     std::lock_guard lock(mu_);
     live_vcpus_ = static_cast<uint32_t>(vcpus_.size());
+    // A VM restored with --paused starts parked (its devices were paused by restore_snapshot).
+    if (state_ == RunState::Paused) pause_requested_ = true;
   }
   for (uint32_t i = 0; i < vcpus_.size(); ++i) {
     vcpus_[i]->thread = std::thread([this, i] { vcpu_loop(i); });

@@ -18,6 +18,8 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -28,6 +30,7 @@
 #include "config/vm_config.h"
 #include "kvm/kvm.h"
 #include "kvm/pvm.h"
+#include "kvm/state.h"
 #include "memory/guest_memory.h"
 #include "vmm/device_manager.h"
 
@@ -49,11 +52,21 @@ class InvalidStateError : public Error {
 class MachineCommands;
 class ControlServer;
 
+// What --restore DIR hands the Machine: the snapshot folder and its decoded state.bin body
+// (snapshot_format.h); the configuration (config.json plus host overrides) is the Machine's cfg.
+struct RestoreSpec {
+  std::string dir;
+  nlohmann::json state;
+  bool paused = false;  // --paused: the vCPUs and devices stay parked until `resume`
+};
+
 class Machine {
  public:
   // Builds the VM from `cfg` (validated here again) and loads the kernel; does not start vCPUs. `kvm` must
   // outlive the machine. Throws Error on any failure, with everything created so far torn down.
-  Machine(const config::VmConfig& cfg, kvm::KvmSystem& kvm);
+  // With `restore`, guest RAM maps the snapshot's memory file (MAP_PRIVATE, lazily) and the vCPUs, the VM's
+  // KVM state and every device come from the snapshot instead of the kernel (snapshot.cpp).
+  Machine(const config::VmConfig& cfg, kvm::KvmSystem& kvm, const RestoreSpec* restore = nullptr);
   ~Machine();
   Machine(const Machine&) = delete;
   Machine& operator=(const Machine&) = delete;
@@ -69,6 +82,9 @@ class Machine {
   void pause(const std::string& reason = "user");
   void resume();  // throws InvalidStateError unless paused
   void request_shutdown();  // ACPI power button; the guest decides
+  // snapshot-save (snapshot.cpp): pauses the VM if it runs, writes the snapshot folder `dir` (absent or
+  // empty; docs/vmm.md "Snapshots"), and leaves the VM paused. Throws InvalidStateError/Error.
+  void save_snapshot(const std::string& dir);
   RunState state() const;
   std::string state_reason() const;
 
@@ -89,6 +105,7 @@ class Machine {
     std::atomic<pthread_t> tid{};
     std::atomic<bool> started{false};
     bool parked = false;  // mu_: waiting because of a pause
+    bool flushed = false;  // mu_: the pending I/O of its last exit has been completed (see vcpu_loop)
   };
 
   // vcpu.cpp
@@ -100,6 +117,9 @@ class Machine {
   void kick_all();  // mu_ held
 
   void boot_log(const std::string& line);
+  // snapshot.cpp: vCPUs, KVM VM state and device state from a snapshot, instead of load_and_setup_vcpus.
+  void restore_snapshot(const RestoreSpec& spec);
+  kvm::VcpuStateLayout& vcpu_state_layout();  // probed once, on first save
 
   config::VmConfig cfg_;
   kvm::KvmSystem& kvm_;
@@ -114,6 +134,7 @@ class Machine {
   std::unique_ptr<MachineCommands> commands_;
   boot::BootPlan plan_{};
   kvm::PvmMode pvm_mode_ = kvm::PvmMode::NotPvm;
+  std::optional<kvm::VcpuStateLayout> state_layout_;
 
   std::vector<std::unique_ptr<VcpuSlot>> vcpus_;
 
@@ -134,5 +155,8 @@ class Machine {
 // Blocks the signals vireo-vmm handles on its own threads (SIGTERM/SIGINT/SIGHUP via signalfd, SIGUSR1 for
 // kicks) and ignores SIGPIPE. Call in main() before any thread exists.
 void setup_process_signals();
+
+// The kernel kind recorded in a snapshot's state (decides the test-guest-only port 0x80). Throws Error.
+boot::KernelKind snapshot_kernel_kind(const nlohmann::json& state);
 
 }  // namespace vireo::vmm

@@ -5,6 +5,7 @@
 
 #include <cstdio>
 #include <exception>
+#include <optional>
 
 #include "devices/serial_backend.h"
 #include "kvm/kvm.h"
@@ -40,7 +41,10 @@ int main(int argc, char** argv) {
   int code;
   try {
     kvm::KvmSystem kvm;
-    vmm::Machine machine(launch.config, kvm);
+    std::optional<vmm::RestoreSpec> restore;
+    if (!launch.restore_dir.empty())
+      restore = vmm::RestoreSpec{launch.restore_dir, std::move(launch.restore_state), launch.start_paused};
+    vmm::Machine machine(launch.config, kvm, restore ? &*restore : nullptr);
     code = machine.run();
     if (code == vmm::kExitReset) std::fprintf(stderr, "vireo-vmm: %s: exiting with 2\n", machine.state_reason().c_str());
   } catch (const std::exception& e) {

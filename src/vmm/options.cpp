@@ -11,6 +11,7 @@
 #include "boot/boot.h"
 #include "common/error.h"
 #include "config/flags.h"
+#include "vmm/snapshot_format.h"
 
 namespace vireo::vmm {
 
@@ -25,10 +26,10 @@ void check_readable(const std::string& what, const std::string& path) {
 // The flags' texts, as typed; applied onto the config only when given.
 struct Texts {
   std::string config_file, kernel, initrd, cmdline, memory, cpu, serial, api_socket, name, native, boot_log,
-      console, transport;
+      console, transport, restore;
   long long cpus = 1;
   std::vector<std::string> disks, nets;
-  bool rng = false, balloon = false;
+  bool rng = false, balloon = false, paused = false;
 };
 
 }  // namespace
@@ -54,6 +55,8 @@ ParseResult parse_options(int argc, const char* const* argv) {
   app.add_flag("--rng", t.rng, "virtio-rng");
   app.add_flag("--balloon", t.balloon, "virtio-balloon");
   app.add_option("--transport", t.transport, "virtio transport: pci (default) | mmio");
+  app.add_option("--restore", t.restore, "continue the VM saved by snapshot-save in DIR");
+  app.add_flag("--paused", t.paused, "with --restore: stay paused until the control socket's resume");
 
   try {
     app.parse(argc, argv);
@@ -72,6 +75,32 @@ ParseResult parse_options(int argc, const char* const* argv) {
 
   Launch l;
   config::VmConfig& c = l.config;
+  if (given("--paused") && !given("--restore")) fail("--paused needs --restore DIR");
+  if (given("--restore")) {
+    // The saved configuration describes the guest; only host-side settings may change.
+    for (const char* f : {"--config", "--kernel", "--initrd", "--cmdline", "--memory", "--cpus", "--cpu", "--native",
+                          "--rng", "--balloon", "--transport"})
+      if (given(f)) fail("{} cannot be combined with --restore (the snapshot holds the VM's configuration)", f);
+    config::HostOverrides o;
+    if (given("--serial")) o.serial = parse_serial_spec(t.serial);
+    if (given("--api-socket")) o.api_socket = t.api_socket;
+    if (given("--name")) o.name = t.name;
+    if (given("--boot-log")) o.boot_log = t.boot_log;
+    if (given("--disk")) {
+      o.disks.emplace();
+      for (const auto& d : t.disks) o.disks->push_back(config::parse_disk(d));
+    }
+    if (given("--net")) {
+      o.nets.emplace();
+      for (const auto& n : t.nets) o.nets->push_back(config::parse_net(n));
+    }
+    if (given("--console")) o.console = config::parse_console(t.console);
+    l.restore_dir = t.restore;
+    l.start_paused = t.paused;
+    l.restore_state = snapshot::read_snapshot(t.restore, c);
+    config::apply_overrides(c, o);
+    return ParseResult{std::move(l), 0};
+  }
   if (given("--config")) c = config::load_vm_config(t.config_file);
   else if (!given("--kernel")) fail("--kernel is required (or --config FILE)");
   if (given("--kernel")) c.boot.kernel = t.kernel;

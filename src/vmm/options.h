@@ -6,12 +6,19 @@
 #include <optional>
 #include <string>
 
+#include <nlohmann/json.hpp>
+
 #include "config/vm_config.h"
 
 namespace vireo::vmm {
 
 struct Launch {
   config::VmConfig config;
+  // --restore DIR [--paused]: config is DIR/config.json with the host-side flags applied; restore_state is
+  // DIR/state.bin, its header and encoding already checked (snapshot_format.h).
+  std::string restore_dir;
+  nlohmann::json restore_state;
+  bool start_paused = false;
 };
 
 // Result of parse_options: either what to run, or an exit (help text already printed).

@@ -223,19 +223,27 @@ void Machine::vcpu_loop(uint32_t index) {
     slot.started.store(true);
   }
   for (;;) {
+    bool flush = false;
     {
       std::unique_lock lk(mu_);
       if (exit_requested_) break;
-      if (pause_requested_) {
+      if (pause_requested_ && slot.flushed) {
         ++paused_vcpus_;
         slot.parked = true;
         cv_.notify_all();
         cv_.wait(lk, [&] { return !pause_requested_ || exit_requested_; });
         slot.parked = false;
+        slot.flushed = false;
         --paused_vcpus_;
         continue;
       }
+      flush = pause_requested_;
+      if (!flush) slot.flushed = false;  // a pause that ended before this vCPU parked
     }
+    // Before parking: KVM finishes the instruction of the last PIO/MMIO exit (an IN's data, the RIP advance
+    // of an OUT) only at the next KVM_RUN. One KVM_RUN with immediate_exit completes it and returns EINTR
+    // without entering the guest, so a snapshot taken while parked does not repeat or lose that access.
+    if (flush) vcpu.set_immediate_exit(true);
     bool exited;
     try {
       exited = vcpu.run();
@@ -244,7 +252,12 @@ void Machine::vcpu_loop(uint32_t index) {
       break;
     }
     if (!exited) {
-      vcpu.set_immediate_exit(false);
+      if (flush) {
+        std::lock_guard lock(mu_);
+        slot.flushed = true;
+      } else {
+        vcpu.set_immediate_exit(false);
+      }
       continue;
     }
     bool go_on;
