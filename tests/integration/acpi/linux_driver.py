@@ -14,9 +14,11 @@ import time
 
 VMM, KERNEL, INITRD, DISK, WORK, CPUS = sys.argv[1:7]
 
-# Unix sockets cannot live on the kit's 9p shares: a guest-local folder.
-sock = os.path.join(tempfile.mkdtemp(prefix="vireo-acpi-linux-", dir="/dev/shm"), "api.sock")
-serial = os.path.join(WORK, "linux.serial")
+# Unix sockets cannot live on the kit's 9p shares: a guest-local folder. The serial log goes there too: on a
+# 9p share every byte the guest prints is a round trip to the kit's 9p server, and this loop rereads it.
+local = tempfile.mkdtemp(prefix="vireo-acpi-linux-", dir="/dev/shm")
+sock = os.path.join(local, "api.sock")
+serial = os.path.join(local, "linux.serial")
 p = subprocess.Popen([VMM, "--kernel", KERNEL, "--initrd", INITRD, "--memory", "256M", "--cpus", CPUS,
                       "--cmdline", "console=ttyS0 panic=-1 quiet", "--serial", "file=" + serial,
                       "--disk", f"path={DISK},format=raw", "--api-socket", sock],
@@ -49,6 +51,9 @@ except subprocess.TimeoutExpired:
     p.kill()
     p.wait()
     rc = "hung"
-print(text())
+out = text()
+with open(os.path.join(WORK, "linux.serial"), "w") as f:  # kept on the host for a failed test's post-mortem
+    f.write(out)
+print(out)
 print("STDERR=" + p.stderr.read().decode(errors="replace"))
 print(f"VMM-EXIT={rc}")
