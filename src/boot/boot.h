@@ -58,6 +58,7 @@ inline constexpr uint32_t kE820Reserved = 2;
 struct BootConfig {
   std::string kernel_path, initrd_path, cmdline;
   uint32_t cpus = 1;
+  bool long_mode = true;  // false for an i686 VM: 32-bit entry only (bzImage 32-bit protocol, PVH)
 };
 
 struct BootPlan {
@@ -117,7 +118,9 @@ inline constexpr uint64_t kEferSce = 1ull << 0, kEferLme = 1ull << 8, kEferLma =
 
 // Opens + identifies the kernel file; throws Error with a one-line message ("kernel /x: no such file or
 // directory", "kernel /x: truncated bzImage (...)", "kernel /x: not a bzImage or ELF64 file").
-KernelKind probe_kernel(const std::string& path);
+// `long_mode` false (an i686 VM) also refuses kernels that need long mode ("kernel /x: a 64-bit ... cannot run
+// on an i686 VM ...").
+KernelKind probe_kernel(const std::string& path, bool long_mode = true);
 
 // Writes kernel, initrd, cmdline, boot params, page tables, GDT, MP table into guest RAM; returns the plan.
 // Throws Error (one line) on any problem with the files or if they do not fit in RAM.

@@ -58,7 +58,7 @@ Machine::Machine(const config::VmConfig& cfg, kvm::KvmSystem& kvm) : cfg_(cfg), 
   ev.exit = [this](int code, const std::string& reason) { request_exit(code, reason, RunState::Shutoff); };
   ev.boot_log = [this](const std::string& line) { boot_log(line); };
   dm_ = std::make_unique<DeviceManager>(*vm_, *mem_, std::move(ev));
-  dm_->create_devices(cfg_, boot::probe_kernel(cfg_.boot.kernel));
+  dm_->create_devices(cfg_, boot::probe_kernel(cfg_.boot.kernel, cfg_.arch == cpu::Arch::X86_64));
 
   load_and_setup_vcpus();
   commands_ = std::make_unique<MachineCommands>(*this);

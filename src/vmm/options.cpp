@@ -24,7 +24,7 @@ void check_readable(const std::string& what, const std::string& path) {
 
 // The flags' texts, as typed; applied onto the config only when given.
 struct Texts {
-  std::string config_file, kernel, initrd, cmdline, memory, cpu, serial, api_socket, name, native, boot_log,
+  std::string config_file, arch, kernel, initrd, cmdline, memory, cpu, serial, api_socket, name, native, boot_log,
       console, transport;
   long long cpus = 1;
   std::vector<std::string> disks, nets;
@@ -37,6 +37,7 @@ ParseResult parse_options(int argc, const char* const* argv) {
   Texts t;
   CLI::App app{"vireo-vmm: run one KVM virtual machine (see docs/vmm.md)", "vireo-vmm"};
   app.add_option("--config", t.config_file, "VM configuration (JSON, docs/vmm.md); other flags override it");
+  app.add_option("--arch", t.arch, "guest CPU: x86_64 (default) | i686 (no long mode; 32-bit boot only)");
   app.add_option("--kernel", t.kernel, "bzImage, PVH ELF or Vireo test-guest ELF64");
   app.add_option("--initrd", t.initrd, "initial ramdisk (Linux)");
   app.add_option("--cmdline", t.cmdline, "kernel command line");
@@ -74,6 +75,7 @@ ParseResult parse_options(int argc, const char* const* argv) {
   config::VmConfig& c = l.config;
   if (given("--config")) c = config::load_vm_config(t.config_file);
   else if (!given("--kernel")) fail("--kernel is required (or --config FILE)");
+  if (given("--arch")) c.arch = cpu::parse_arch(t.arch, "--arch");
   if (given("--kernel")) c.boot.kernel = t.kernel;
   if (given("--initrd")) c.boot.initrd = t.initrd;
   if (given("--cmdline")) c.boot.cmdline = t.cmdline;
@@ -104,7 +106,8 @@ ParseResult parse_options(int argc, const char* const* argv) {
   if (given("--transport")) c.transport = config::parse_transport(t.transport);
   c.validate();
 
-  boot::probe_kernel(c.boot.kernel);  // throws "kernel /x: ..." one-liners
+  // Throws "kernel /x: ..." one-liners, including a 64-bit-only kernel on an i686 VM.
+  boot::probe_kernel(c.boot.kernel, c.arch == cpu::Arch::X86_64);
   if (!c.boot.initrd.empty()) check_readable("initrd", c.boot.initrd);
   return ParseResult{std::move(l), 0};
 }

@@ -61,6 +61,7 @@ void Machine::load_and_setup_vcpus() {
   const std::string& extra = dm_->cmdline_additions();
   if (!extra.empty()) bc.cmdline += (bc.cmdline.empty() ? "" : " ") + extra;
   bc.cpus = cfg_.cpus;
+  bc.long_mode = cfg_.arch == cpu::Arch::X86_64;
   plan_ = boot::load(*mem_, bc);
   if (plan_.vcpus.size() != cfg_.cpus) fail("boot: plan has {} vCPUs, {} requested", plan_.vcpus.size(), cfg_.cpus);
   // The ACPI tables describing our hardware replace the boot loader's generic ones in place (same RSDP
@@ -77,7 +78,7 @@ void Machine::setup_vcpu(uint32_t index, const std::vector<kvm_cpuid_entry2>& su
   kvm::Vcpu& v = *slot->vcpu;
   const boot::VcpuInit& init = plan_.vcpus[index];
 
-  v.set_cpuid(cpu::build_cpuid(supported, cfg_.cpu, index, cfg_.cpus));
+  v.set_cpuid(cpu::build_cpuid(supported, cfg_.cpu, index, cfg_.cpus, cfg_.arch));
 
   // Architectural reset values for the syscall MSRs (KVM's defaults already, stated explicitly), fast strings
   // on, MTRRs enabled with a write-back default (what firmware leaves). Each is best effort: a KVM that
