@@ -42,7 +42,8 @@ HW_CASES = {
     "cpuid_qemu64": ("cpuid", ["--memory", "64M", "--cpu", "custom=qemu64", "--native", "off"]),
     # 32-bit: hello32 (ELF32, PVH note only) on an i686 VM, and on an x86_64 VM, where it sees long mode.
     "hello32": ("hello32", ["--arch", "i686", "--memory", "64M", "--cmdline", "a=1 b", "--native", "off"]),
-    "hello32_qemu64": ("hello32", ["--arch", "i686", "--memory", "64M", "--cpu", "custom=qemu64", "--native", "off"]),
+    "hello32_qemu64": ("hello32", ["--arch", "i686", "--memory", "64M", "--cmdline", "a=1 b", "--cpu", "custom=qemu64",
+                                   "--native", "off"]),
     "hello32_on_x86_64": ("hello32", ["--memory", "64M", "--native", "off"]),
     # The 64-bit runtime's PVH entry on an i686 VM: KVM refuses EFER.LME without CPUID LM (#GP, no IDT yet).
     "hello_pvh_i686": ("hello_pvh", ["--arch", "i686", "--memory", "64M", "--native", "off"]),
