@@ -207,14 +207,10 @@ uint64_t load_initrd(GuestMemory& mem, const InputFile& initrd, uint64_t floor, 
 
 // --------------------------------------------------------------------------------------------- probe/load
 
-KernelKind probe_kernel(const std::string& path) {
+KernelKind probe_kernel(const std::string& path, bool long_mode) {
   InputFile f("kernel", path);
-  if (is_elf(f)) {
-    ElfInfo e = parse_elf(f);
-    if (!e.vireo_note && e.pvh_entry) return KernelKind::PvhElf;
-    return KernelKind::TestGuestElf64;
-  }
-  parse_bzimage(f);  // throws a one-line error naming what is wrong
+  if (is_elf(f)) return elf_kind(f, parse_elf(f), long_mode);
+  parse_bzimage(f, long_mode);  // throws a one-line error naming what is wrong
   return KernelKind::LinuxBzImage;
 }
 
@@ -225,7 +221,7 @@ BootPlan load(GuestMemory& mem, const BootConfig& cfg) {
   BootPlan plan;
   if (is_elf(f)) {
     ElfInfo e = parse_elf(f);
-    plan = (!e.vireo_note && e.pvh_entry) ? load_pvh(mem, cfg, f, e) : load_test_guest(mem, cfg, f, e);
+    plan = elf_kind(f, e, cfg.long_mode) == KernelKind::PvhElf ? load_pvh(mem, cfg, f, e) : load_test_guest(mem, cfg, f, e);
   } else {
     plan = load_bzimage(mem, cfg, f);
   }

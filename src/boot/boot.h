@@ -62,6 +62,7 @@ struct BootConfig {
   // The ACPI tables load() writes (cpus is taken from above). With a PCI root its ECAM range is also marked
   // reserved in the e820 map, which Linux requires before it uses the MCFG.
   acpi::TableConfig acpi = {};
+  bool long_mode = true;  // false for an i686 VM: 32-bit entry only (bzImage 32-bit protocol, PVH)
 };
 
 struct BootPlan {
@@ -110,7 +111,9 @@ inline constexpr uint64_t kEferSce = 1ull << 0, kEferLme = 1ull << 8, kEferLma =
 
 // Opens + identifies the kernel file; throws Error with a one-line message ("kernel /x: no such file or
 // directory", "kernel /x: truncated bzImage (...)", "kernel /x: not a bzImage or ELF64 file").
-KernelKind probe_kernel(const std::string& path);
+// `long_mode` false (an i686 VM) also refuses kernels that need long mode ("kernel /x: a 64-bit ... cannot run
+// on an i686 VM ...").
+KernelKind probe_kernel(const std::string& path, bool long_mode = true);
 
 // Writes kernel, initrd, cmdline, boot params, page tables, GDT, MP table and the ACPI tables (cfg.acpi) into
 // guest RAM, and points boot_params.acpi_rsdp_addr / PVH rsdp_paddr at the RSDP; returns the plan.

@@ -44,7 +44,7 @@ bool looks_like_bzimage(const InputFile& f) {
   return flag == 0xaa55 && hdrs == kHdrS;
 }
 
-BzImageInfo parse_bzimage(const InputFile& f) {
+BzImageInfo parse_bzimage(const InputFile& f, bool long_mode) {
   const auto& L = f.label();
   if (f.size() < kHeader + 4) {
     if (f.size() >= 2) {
@@ -85,7 +85,9 @@ BzImageInfo parse_bzimage(const InputFile& f) {
   }
   if (b.version >= 0x20c) {
     b.xloadflags = get<uint16_t>(h, kXloadflags);
-    if (!(b.xloadflags & kXlfKernel64)) fail("{}: kernel has no 64-bit entry point (XLF_KERNEL_64 clear)", L);
+    if (long_mode && !(b.xloadflags & kXlfKernel64)) fail("{}: kernel has no 64-bit entry point (XLF_KERNEL_64 clear)", L);
+    if (!long_mode && (b.xloadflags & kXlfKernel64))
+      fail("{}: a 64-bit (x86_64) bzImage cannot run on an i686 VM (its CPU has no long mode)", L);
   }
   if (!(b.loadflags & kLoadedHigh)) fail("{}: zImage (loaded low) kernels are not supported", L);
   if (b.setup_size > f.size())
@@ -107,7 +109,7 @@ BzImageInfo parse_bzimage(const InputFile& f) {
 }
 
 BootPlan load_bzimage(GuestMemory& mem, const BootConfig& cfg, const InputFile& f) {
-  BzImageInfo b = parse_bzimage(f);
+  BzImageInfo b = parse_bzimage(f, cfg.long_mode);
   const auto& L = f.label();
   uint64_t need = std::max<uint64_t>(b.kernel_size, b.init_size);
   if (b.load_addr + need > low_ram_end(mem))
@@ -170,6 +172,7 @@ BootPlan load_bzimage(GuestMemory& mem, const BootConfig& cfg, const InputFile& 
   p.long_mode_entry = false;  // APs start in real mode through INIT/SIPI
   p.description = fmt::format("Linux bzImage protocol {}.{:02}, kernel at 0x{:x}, entry 0x{:x}", b.version >> 8,
                               b.version & 0xff, b.load_addr, p.entry);
+  if (!cfg.long_mode) use_linux32_entry(mem, b, p);
   return p;
 }
 

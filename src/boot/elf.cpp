@@ -1,4 +1,4 @@
-// vireo/boot: ELF64 parsing for test guests and PVH kernels. Every field comes from an untrusted file.
+// vireo/boot: ELF parsing for test guests (ELF64) and PVH kernels (ELF64 or ELF32). Every field comes from an untrusted file.
 #include <elf.h>
 
 #include <cstring>
@@ -58,30 +58,36 @@ static void parse_notes(const InputFile& f, uint64_t off, uint64_t size, ElfInfo
   }
 }
 
-ElfInfo parse_elf(const InputFile& f) {
-  if (f.size() < sizeof(Elf64_Ehdr)) fail("{}: truncated ELF header ({} bytes)", f.label(), f.size());
-  auto eh = f.read_obj<Elf64_Ehdr>(0, "ELF header");
-  if (eh.e_ident[EI_CLASS] != ELFCLASS64) fail("{}: not a 64-bit ELF file (32-bit ELF kernels are not supported)", f.label());
+namespace {
+
+// One parser for both ELF classes (the header and program-header layouts differ; notes do not). A 32-bit
+// ELF is an i386 kernel: it can only be entered through its PVH note (32-bit Linux vmlinux, 32-bit guests).
+template <typename Ehdr, typename Phdr>
+ElfInfo parse_elf_class(const InputFile& f, uint16_t machine, const char* machine_name) {
+  if (f.size() < sizeof(Ehdr)) fail("{}: truncated ELF header ({} bytes)", f.label(), f.size());
+  auto eh = f.read_obj<Ehdr>(0, "ELF header");
   if (eh.e_ident[EI_DATA] != ELFDATA2LSB) fail("{}: not a little-endian ELF file", f.label());
-  if (eh.e_machine != EM_X86_64) fail("{}: ELF machine {} is not x86-64", f.label(), eh.e_machine);
+  if (eh.e_machine != machine) fail("{}: ELF machine {} is not {}", f.label(), eh.e_machine, machine_name);
   if (eh.e_type != ET_EXEC) fail("{}: ELF type {} is not an executable (link it statically, non-PIE)", f.label(), eh.e_type);
   if (eh.e_phnum == 0) fail("{}: ELF file has no program headers", f.label());
-  if (eh.e_phentsize != sizeof(Elf64_Phdr)) fail("{}: ELF program header size {} (expected {})", f.label(), eh.e_phentsize, sizeof(Elf64_Phdr));
+  if (eh.e_phentsize != sizeof(Phdr)) fail("{}: ELF program header size {} (expected {})", f.label(), eh.e_phentsize, sizeof(Phdr));
   if (eh.e_phnum > kMaxPhdrs) fail("{}: {} ELF program headers (at most {} supported)", f.label(), eh.e_phnum, kMaxPhdrs);
 
   ElfInfo info;
+  info.elf32 = sizeof(Ehdr) == sizeof(Elf32_Ehdr);
   info.entry = eh.e_entry;
   for (uint16_t i = 0; i < eh.e_phnum; i++) {
-    auto ph = f.read_obj<Elf64_Phdr>(eh.e_phoff + uint64_t{i} * sizeof(Elf64_Phdr), "ELF program headers");
+    auto ph = f.read_obj<Phdr>(eh.e_phoff + uint64_t{i} * sizeof(Phdr), "ELF program headers");
+    const uint64_t off = ph.p_offset, filesz = ph.p_filesz, memsz = ph.p_memsz, paddr = ph.p_paddr;
     if (ph.p_type == PT_LOAD) {
-      if (ph.p_filesz > ph.p_memsz) fail("{}: ELF segment {} has filesz > memsz", f.label(), i);
-      if (ph.p_offset > f.size() || ph.p_filesz > f.size() - ph.p_offset)
-        fail("{}: truncated ELF segment {} (needs bytes 0x{:x}-0x{:x}, file has 0x{:x})", f.label(), i, ph.p_offset,
-             ph.p_offset + ph.p_filesz, f.size());
-      if (ph.p_paddr + ph.p_memsz < ph.p_paddr) fail("{}: ELF segment {} wraps around", f.label(), i);
-      info.loads.push_back({ph.p_offset, ph.p_paddr, ph.p_filesz, ph.p_memsz});
+      if (filesz > memsz) fail("{}: ELF segment {} has filesz > memsz", f.label(), i);
+      if (off > f.size() || filesz > f.size() - off)
+        fail("{}: truncated ELF segment {} (needs bytes 0x{:x}-0x{:x}, file has 0x{:x})", f.label(), i, off,
+             off + filesz, f.size());
+      if (paddr + memsz < paddr) fail("{}: ELF segment {} wraps around", f.label(), i);
+      info.loads.push_back({off, paddr, filesz, memsz});
     } else if (ph.p_type == PT_NOTE) {
-      parse_notes(f, ph.p_offset, ph.p_filesz, info);
+      parse_notes(f, off, filesz, info);
     }
   }
   if (info.loads.empty()) fail("{}: ELF file has no loadable segments", f.label());
@@ -92,7 +98,19 @@ ElfInfo parse_elf(const InputFile& f) {
       if (x.memsz && y.memsz && x.paddr < y.paddr + y.memsz && y.paddr < x.paddr + x.memsz)
         fail("{}: ELF segments {} and {} overlap", f.label(), a, b);
     }
+  if (info.elf32 && !info.pvh_entry)
+    fail("{}: 32-bit ELF file without a PVH entry note (XEN_ELFNOTE_PHYS32_ENTRY): no known way to enter it", f.label());
   return info;
+}
+
+}  // namespace
+
+ElfInfo parse_elf(const InputFile& f) {
+  if (f.size() <= EI_CLASS) fail("{}: truncated ELF header ({} bytes)", f.label(), f.size());
+  const auto cls = f.read_obj<uint8_t>(EI_CLASS, "ELF header");
+  if (cls == ELFCLASS64) return parse_elf_class<Elf64_Ehdr, Elf64_Phdr>(f, EM_X86_64, "x86-64");
+  if (cls == ELFCLASS32) return parse_elf_class<Elf32_Ehdr, Elf32_Phdr>(f, EM_386, "i386");
+  fail("{}: ELF class {} is neither 32- nor 64-bit", f.label(), cls);
 }
 
 }  // namespace vireo::boot

@@ -43,9 +43,13 @@ struct ElfInfo {
   std::vector<ElfSegment> loads;
   std::optional<uint32_t> pvh_entry;   // XEN_ELFNOTE_PHYS32_ENTRY
   bool vireo_note = false;             // VIREO_ELFNOTE_TEST_GUEST
+  bool elf32 = false;                  // ELFCLASS32 (i386): always has a PVH note (parse_elf checks)
 };
 bool is_elf(const InputFile& f);
-ElfInfo parse_elf(const InputFile& f);  // validates header, program headers, notes
+ElfInfo parse_elf(const InputFile& f);  // validates header, program headers, notes (ELF64 x86-64, ELF32 i386)
+// Which loader an ELF file gets: PVH when it has the note and no Vireo note (on an i686 VM the PVH note is
+// the only way in); throws a one-line Error for a 64-bit-only ELF on an i686 VM (`long_mode` false).
+KernelKind elf_kind(const InputFile& f, const ElfInfo& e, bool long_mode);
 
 // --- bzImage ---
 struct BzImageInfo {
@@ -66,7 +70,11 @@ struct BzImageInfo {
   uint64_t load_addr = 0;        // where the protected-mode kernel goes
 };
 bool looks_like_bzimage(const InputFile& f);  // 0xAA55 and "HdrS" present
-BzImageInfo parse_bzimage(const InputFile& f);
+// `long_mode` false (i686 VM): refuses a 64-bit kernel (XLF_KERNEL_64) instead of requiring one.
+BzImageInfo parse_bzimage(const InputFile& f, bool long_mode = true);
+// The Linux 32-bit boot protocol for an i686 VM (boot32.cpp): rewrites the BSP of a bzImage plan loaded for
+// the 64-bit protocol to enter at code32_start in flat protected mode, paging off, ESI = zero page.
+void use_linux32_entry(GuestMemory& mem, const BzImageInfo& b, BootPlan& p);
 
 // --- pieces every loader writes ---
 void write_gdt(GuestMemory& mem);

@@ -185,6 +185,7 @@ const std::string& plain(const std::string& v, const std::string& what) {
 
 std::vector<std::string> to_flags(const VmConfig& c) {
   std::vector<std::string> a = {"--name", c.name, "--kernel", c.boot.kernel};
+  if (c.arch != cpu::Arch::X86_64) a.insert(a.end(), {"--arch", cpu::arch_name(c.arch)});
   if (!c.boot.initrd.empty()) a.insert(a.end(), {"--initrd", c.boot.initrd});
   if (!c.boot.cmdline.empty()) a.insert(a.end(), {"--cmdline", c.boot.cmdline});
   const MemoryConfig def_mem;

@@ -177,6 +177,7 @@ json to_json(const VmConfig& c) {
   json j = {
       {"version", kConfigVersion},
       {"name", c.name},
+      {"arch", cpu::arch_name(c.arch)},
       {"boot", {{"kernel", c.boot.kernel}, {"initrd", c.boot.initrd}, {"cmdline", c.boot.cmdline}}},
       {"memory",
        {{"size", c.memory.size}, {"hugepages", c.memory.hugepages}, {"thp", c.memory.thp}, {"prealloc", c.memory.prealloc}}},
@@ -206,6 +207,8 @@ VmConfig from_json(const json& j, const std::string& source) {
     r.skip("version");
   }
   r.opt("name", c.name);
+  if (r.has("arch")) c.arch = cpu::parse_arch(r.str("arch"), r.key_path("arch"));
+  else r.skip("arch");
   {
     JsonReader b = r.object("boot");
     c.boot.kernel = b.str("kernel");

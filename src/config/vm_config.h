@@ -65,6 +65,7 @@ struct BootSource {
 
 struct VmConfig {
   std::string name = "vireo";
+  cpu::Arch arch = cpu::Arch::X86_64;  // i686: CPUID without long mode, 32-bit boot protocols only
   BootSource boot;
   MemoryConfig memory{.size = 256ull << 20};  // memory.name (the memfd's name) is not part of the config
   uint32_t cpus = 1;

@@ -403,8 +403,24 @@ std::string unavailable_warning(const std::vector<kvm_cpuid_entry2>& supported, 
                      spec.model.empty() ? "qemu64" : spec.model, join(miss), miss.size() == 1 ? "it" : "them");
 }
 
+const char* arch_name(Arch a) { return a == Arch::I686 ? "i686" : "x86_64"; }
+
+Arch parse_arch(const std::string& text, const std::string& what) {
+  if (text == "x86_64") return Arch::X86_64;
+  if (text == "i686") return Arch::I686;
+  fail("{}: unknown arch '{}' (expected x86_64 or i686)", what, text);
+}
+
+void hide_long_mode(std::vector<kvm_cpuid_entry2>& table) {
+  // libvirt runs an i686 domain on an x86_64 host with QEMU's qemu32 model, which has neither bit;
+  // qemu-system-i386 leaves both out under TCG and clears LM from what KVM supports. SYSCALL is kept out too:
+  // Intel defines it as "SYSCALL/SYSRET in 64-bit mode", and a CPU without long mode has no such mode.
+  constexpr uint32_t kLm = 1u << 29, kSyscall = 1u << 11;
+  if (auto* e = find(table, 0x80000001)) e->edx &= ~(kLm | kSyscall);
+}
+
 std::vector<kvm_cpuid_entry2> build_cpuid(const std::vector<kvm_cpuid_entry2>& supported, const CpuSpec& spec,
-                                          uint32_t vcpu_index, uint32_t vcpu_count) {
+                                          uint32_t vcpu_index, uint32_t vcpu_count, Arch arch) {
   if (supported.empty()) fail("cpu: KVM reported no CPUID leaves");
   if (vcpu_count == 0 || vcpu_index >= vcpu_count || vcpu_count > 255)
     fail("cpu: vCPU {} of {} is out of range (1-255 vCPUs supported)", vcpu_index, vcpu_count);
@@ -430,6 +446,7 @@ std::vector<kvm_cpuid_entry2> build_cpuid(const std::vector<kvm_cpuid_entry2>& s
   }
   apply_topology(t, vcpu_index, vcpu_count);
   apply_hypervisor_leaves(t);
+  if (arch == Arch::I686) hide_long_mode(t);
   std::sort(t.begin(), t.end(), [](const kvm_cpuid_entry2& a, const kvm_cpuid_entry2& b) {
     return a.function != b.function ? a.function < b.function : a.index < b.index;
   });

@@ -17,6 +17,13 @@ namespace vireo::cpu {
 
 enum class CpuMode { HostPassthrough, HostModel, Custom };
 
+// The guest architecture (libvirt's <os><type arch=...>): x86_64, or i686, a CPU without long mode, as QEMU
+// presents one to a 32-bit domain on an x86_64 KVM host.
+enum class Arch { X86_64, I686 };
+const char* arch_name(Arch a);  // "x86_64", "i686"
+// "x86_64" | "i686"; throws Error("<what>: unknown arch 'x' (expected x86_64 or i686)").
+Arch parse_arch(const std::string& text, const std::string& what);
+
 struct CpuSpec {
   CpuMode mode = CpuMode::HostModel;
   std::string model;     // model for Custom, e.g. "qemu64"
@@ -41,8 +48,12 @@ std::string unavailable_warning(const std::vector<kvm_cpuid_entry2>& supported, 
 
 // Pure function: filters/sets leaves per mode (hide features a model lacks, APIC IDs and topology per vCPU,
 // hypervisor bit + KVM signature leaves 0x40000000..); with `enforce`, throws Error if the host lacks what the
-// model needs.
+// model needs. Arch::I686 then hides the 64-bit-only bits (hide_long_mode).
 std::vector<kvm_cpuid_entry2> build_cpuid(const std::vector<kvm_cpuid_entry2>& supported, const CpuSpec& spec,
-                                          uint32_t vcpu_index, uint32_t vcpu_count);
+                                          uint32_t vcpu_index, uint32_t vcpu_count, Arch arch = Arch::X86_64);
+
+// Clears 0x80000001 EDX LM (bit 29) and SYSCALL (bit 11). With LM clear, KVM also refuses EFER.LME, so the
+// guest really has no long mode. See docs/boot.md for what QEMU does.
+void hide_long_mode(std::vector<kvm_cpuid_entry2>& table);
 
 }  // namespace vireo::cpu

@@ -22,6 +22,7 @@ config::VmConfig vm_config(const DomainDef& d, const VmmWiring& w) {
     fail("domain '{}': no <os><kernel>: Vireo has no firmware and boots kernels directly", d.name);
   config::VmConfig c;
   c.name = d.name;
+  c.arch = cpu::parse_arch(d.os.arch, "os/type arch");
   c.boot.kernel = d.os.kernel;
   c.boot.initrd = d.os.initrd;
   c.boot.cmdline = d.os.cmdline;

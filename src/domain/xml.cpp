@@ -128,7 +128,9 @@ void parse_os(Parser& p, xml_node n, Os& os) {
         fail("os/type: unknown attribute '{}'", a.name());
   }
   if (os.arch.empty()) os.arch = "x86_64";
-  if (os.arch != "x86_64") fail("os/type: unsupported arch '{}' (expected x86_64)", os.arch);
+  // i686 runs as QEMU runs it on an x86_64 KVM host: the same machine with a CPU without long mode.
+  if (os.arch != "x86_64" && os.arch != "i686")
+    fail("os/type: unsupported arch '{}' (expected x86_64 or i686)", os.arch);
   if (xml_node k = Parser::single(n, "kernel", "os")) os.kernel = text_of(k);
   if (xml_node k = Parser::single(n, "initrd", "os")) os.initrd = text_of(k);
   if (xml_node k = Parser::single(n, "cmdline", "os")) os.cmdline = k.text().get();

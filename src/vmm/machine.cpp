@@ -65,7 +65,7 @@ Machine::Machine(const config::VmConfig& cfg, kvm::KvmSystem& kvm, const Restore
     dm_->create_devices(cfg_, plan_.kind);
     restore_snapshot(*restore);
   } else {
-    dm_->create_devices(cfg_, boot::probe_kernel(cfg_.boot.kernel));
+    dm_->create_devices(cfg_, boot::probe_kernel(cfg_.boot.kernel, cfg_.arch == cpu::Arch::X86_64));
     load_and_setup_vcpus();
   }
   commands_ = std::make_unique<MachineCommands>(*this);

@@ -25,7 +25,7 @@ void check_readable(const std::string& what, const std::string& path) {
 
 // The flags' texts, as typed; applied onto the config only when given.
 struct Texts {
-  std::string config_file, kernel, initrd, cmdline, memory, cpu, serial, api_socket, name, native, boot_log,
+  std::string config_file, arch, kernel, initrd, cmdline, memory, cpu, serial, api_socket, name, native, boot_log,
       console, transport, restore;
   long long cpus = 1;
   std::vector<std::string> disks, nets;
@@ -38,6 +38,7 @@ ParseResult parse_options(int argc, const char* const* argv) {
   Texts t;
   CLI::App app{"vireo-vmm: run one KVM virtual machine (see docs/vmm.md)", "vireo-vmm"};
   app.add_option("--config", t.config_file, "VM configuration (JSON, docs/vmm.md); other flags override it");
+  app.add_option("--arch", t.arch, "guest CPU: x86_64 (default) | i686 (no long mode; 32-bit boot only)");
   app.add_option("--kernel", t.kernel, "bzImage, PVH ELF or Vireo test-guest ELF64");
   app.add_option("--initrd", t.initrd, "initial ramdisk (Linux)");
   app.add_option("--cmdline", t.cmdline, "kernel command line");
@@ -79,7 +80,7 @@ ParseResult parse_options(int argc, const char* const* argv) {
   if (given("--restore")) {
     // The saved configuration describes the guest; only host-side settings may change.
     for (const char* f : {"--config", "--kernel", "--initrd", "--cmdline", "--memory", "--cpus", "--cpu", "--native",
-                          "--rng", "--balloon", "--transport"})
+                          "--rng", "--balloon", "--transport", "--arch"})
       if (given(f)) fail("{} cannot be combined with --restore (the snapshot holds the VM's configuration)", f);
     config::HostOverrides o;
     if (given("--serial")) o.serial = parse_serial_spec(t.serial);
@@ -103,6 +104,7 @@ ParseResult parse_options(int argc, const char* const* argv) {
   }
   if (given("--config")) c = config::load_vm_config(t.config_file);
   else if (!given("--kernel")) fail("--kernel is required (or --config FILE)");
+  if (given("--arch")) c.arch = cpu::parse_arch(t.arch, "--arch");
   if (given("--kernel")) c.boot.kernel = t.kernel;
   if (given("--initrd")) c.boot.initrd = t.initrd;
   if (given("--cmdline")) c.boot.cmdline = t.cmdline;
@@ -133,7 +135,8 @@ ParseResult parse_options(int argc, const char* const* argv) {
   if (given("--transport")) c.transport = config::parse_transport(t.transport);
   c.validate();
 
-  boot::probe_kernel(c.boot.kernel);  // throws "kernel /x: ..." one-liners
+  // Throws "kernel /x: ..." one-liners, including a 64-bit-only kernel on an i686 VM.
+  boot::probe_kernel(c.boot.kernel, c.arch == cpu::Arch::X86_64);
   if (!c.boot.initrd.empty()) check_readable("initrd", c.boot.initrd);
   return ParseResult{std::move(l), 0};
 }

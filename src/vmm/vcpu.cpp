@@ -63,6 +63,7 @@ void Machine::load_and_setup_vcpus() {
   bc.cpus = cfg_.cpus;
   // The ACPI tables describe the devices just created: the PM block (defaults) and the PCI root, if any.
   if (acpi::PciRoot pci; dm_->acpi_pci_root(pci)) bc.acpi.pci = std::move(pci);
+  bc.long_mode = cfg_.arch == cpu::Arch::X86_64;
   plan_ = boot::load(*mem_, bc);
   if (plan_.vcpus.size() != cfg_.cpus) fail("boot: plan has {} vCPUs, {} requested", plan_.vcpus.size(), cfg_.cpus);
   const auto supported = kvm_.supported_cpuid();
@@ -76,7 +77,7 @@ void Machine::setup_vcpu(uint32_t index, const std::vector<kvm_cpuid_entry2>& su
   kvm::Vcpu& v = *slot->vcpu;
   const boot::VcpuInit& init = plan_.vcpus[index];
 
-  v.set_cpuid(cpu::build_cpuid(supported, cfg_.cpu, index, cfg_.cpus));
+  v.set_cpuid(cpu::build_cpuid(supported, cfg_.cpu, index, cfg_.cpus, cfg_.arch));
 
   // Architectural reset values for the syscall MSRs (KVM's defaults already, stated explicitly), fast strings
   // on, MTRRs enabled with a write-back default (what firmware leaves). Each is best effort: a KVM that

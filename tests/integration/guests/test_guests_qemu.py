@@ -55,6 +55,18 @@ def test_hello_under_pc_machine_too():
     assert "Hello from the Vireo test guest!" in lines, log
 
 
+def test_hello32_under_qemu32_and_qemu64():
+    # qemu32 is the model libvirt gives an i686 domain on an x86_64 host: no long mode, no SYSCALL.
+    rc, lines, log = qemu("hello32", cpu="qemu32", append="a=1 b")
+    assert rc == debug_exit(0), log
+    assert lines == ["Hello from the Vireo 32-bit test guest!", 'hello32: entry=pvh32 mem=63 MiB cmdline="a=1 b"',
+                     "hello32: cpuid 80000001: lm=0 syscall=0",
+                     "hello32: 32-bit protected mode, paging off, no long mode"], log
+    rc, lines, log = qemu("hello32", cpu="qemu64")
+    assert rc == debug_exit(0x18), log
+    assert lines[2:] == ["hello32: cpuid 80000001: lm=1 syscall=1", "hello32: long mode is visible"], log
+
+
 def test_smp_single_cpu_under_pvh():
     rc, lines, log = qemu("smp")
     assert rc == debug_exit(0), log

@@ -4,9 +4,11 @@ Acceptance of issue 2: hello with --memory 64M --cpus 2 prints the greeting and 
 and 4 vCPUs; the debug-exit status becomes the exit code; CPUID per mode (custom=qemu64 hides what
 host-passthrough shows). To keep kit boots few, most cases run in one kit VM (one script, one vireo-vmm per
 case, each under `timeout`); hello also runs alone through run_vmm."""
+import glob
 import os
 import re
 import shlex
+import subprocess
 
 import pytest
 
@@ -38,6 +40,13 @@ CASES = {
 HW_CASES = {
     "cpuid_pass": ("cpuid", ["--memory", "64M", "--cpu", "host-passthrough", "--native", "off"]),
     "cpuid_qemu64": ("cpuid", ["--memory", "64M", "--cpu", "custom=qemu64", "--native", "off"]),
+    # 32-bit: hello32 (ELF32, PVH note only) on an i686 VM, and on an x86_64 VM, where it sees long mode.
+    "hello32": ("hello32", ["--arch", "i686", "--memory", "64M", "--cmdline", "a=1 b", "--native", "off"]),
+    "hello32_qemu64": ("hello32", ["--arch", "i686", "--memory", "64M", "--cmdline", "a=1 b", "--cpu", "custom=qemu64",
+                                   "--native", "off"]),
+    "hello32_on_x86_64": ("hello32", ["--memory", "64M", "--native", "off"]),
+    # The 64-bit runtime's PVH entry on an i686 VM: KVM refuses EFER.LME without CPUID LM (#GP, no IDT yet).
+    "hello_pvh_i686": ("hello_pvh", ["--arch", "i686", "--memory", "64M", "--native", "off"]),
 }
 SUPPORTED_CPUID = os.path.join(os.path.dirname(os.path.abspath(__file__)), "kvm_supported_cpuid.py")
 
@@ -174,6 +183,58 @@ def _leaves(lines):
         if m:
             d[int(m.group(1), 16)] = [int(m.group(i), 16) for i in range(3, 7)]
     return d
+
+
+HELLO32 = ["Hello from the Vireo 32-bit test guest!", 'hello32: entry=pvh32 mem=63 MiB cmdline="a=1 b"',
+           "hello32: cpuid 80000001: lm=0 syscall=0", "hello32: 32-bit protected mode, paging off, no long mode"]
+
+
+@pytest.mark.parametrize("name", ["hello32", "hello32_qemu64"])
+def test_hello32_on_i686_sees_no_long_mode(hw_runs, name):
+    rc, lines, log = _get(hw_runs, name)
+    assert rc == 0, log
+    assert lines == HELLO32, log
+
+
+def test_hello32_on_x86_64_sees_long_mode(hw_runs):
+    rc, lines, log = _get(hw_runs, "hello32_on_x86_64")
+    assert rc == 0x18, log
+    assert lines[:2] == ["Hello from the Vireo 32-bit test guest!", 'hello32: entry=pvh32 mem=63 MiB cmdline=""'], log
+    assert re.fullmatch(r"hello32: cpuid 80000001: lm=1 syscall=[01]", lines[2]), log
+    assert lines[3:] == ["hello32: long mode is visible"], log
+
+
+def test_i686_vm_cannot_enter_long_mode(hw_runs):
+    rc, lines, log = _get(hw_runs, "hello_pvh_i686")
+    assert rc == 3, log
+    assert lines == [], log
+    assert "vireo-vmm: guest crashed: vCPU 0: triple fault" in hw_runs["hello_pvh_i686"][2], log
+
+
+def _vmm_error(args):
+    r = subprocess.run([str(VMM), *args], capture_output=True, text=True, timeout=60)
+    return r.returncode, r.stdout, r.stderr
+
+
+def test_i686_refuses_long_mode_kernels_in_one_line(tmp_path):
+    """Checked before /dev/kvm is opened: runs on every machine."""
+    _require_built()
+    data = bytearray((GUESTS / "hello.elf").read_bytes())
+    at = data.find(b"Xen\0")
+    assert at > 0
+    data[at] = ord("N")  # no PVH note left: a 64-bit-only ELF (the Vireo note)
+    k = tmp_path / "vireo64-only.elf"
+    k.write_bytes(bytes(data))
+    assert _vmm_error(["--arch", "i686", "--kernel", str(k)]) == (1, "", (
+        f"vireo-vmm: error: kernel {k}: a 64-bit ELF kernel without a PVH entry note cannot run on an i686 VM "
+        "(its CPU has no long mode)\n"))
+    assert _vmm_error(["--arch", "arm", "--kernel", str(k)]) == (
+        1, "", "vireo-vmm: error: --arch: unknown arch 'arm' (expected x86_64 or i686)\n")
+    bz = sorted(glob.glob("/boot/vmlinuz-*"))
+    assert bz, "no /boot/vmlinuz-* (scripts/setup.sh installs linux-image-cloud-amd64)"
+    assert _vmm_error(["--arch", "i686", "--kernel", bz[0]]) == (1, "", (
+        f"vireo-vmm: error: kernel {bz[0]}: a 64-bit (x86_64) bzImage cannot run on an i686 VM "
+        "(its CPU has no long mode)\n"))
 
 
 def test_cpuid_custom_qemu64_hides_what_passthrough_shows(hw_runs):

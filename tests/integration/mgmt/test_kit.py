@@ -62,9 +62,9 @@ rm -rf "$R"
 """
 
 
-def run(kvm_guests, root, body, timeout=600):
+def run(kvm_guests, root, body, timeout=600, unmodified=False):
     script = PRELUDE.format(build=BUILD, root=root) + textwrap.dedent(body) + EPILOGUE.format()
-    r = vt.run_kvm_script(script, timeout=timeout, files=[root])
+    r = vt.run_kvm_script(script, timeout=timeout, files=[root], unmodified=unmodified)
     out = r.stdout.decode(errors="replace")
     assert not r.timed_out, r.text()
     return out, r
@@ -136,6 +136,32 @@ def test_guest_poweroff_and_crash_with_real_vmm(kvm, short_root):
     assert "reached: hello shut off (shutdown)" in out, r.text()
     assert "reached: triple shut off (crashed)" in out, r.text()
     assert "reached: keep crashed (panicked)" in out, r.text()
+
+
+def test_i686_domain_with_real_vmm(kvm, short_root):
+    """<type arch='i686'>: vireod starts vireo-vmm with --arch i686; the 32-bit guest enters through PVH, finds no
+    long mode in CPUID and powers off (exit 0 -> shut off (shutdown)). CPUID as set needs hardware-KVM
+    semantics: on a PVM host this takes the kit route (unmodified=True)."""
+    vt.require_kvm(unmodified=True)
+    assert (kvm / "hello32.elf").exists(), "hello32.elf not built"
+    xml = domain_xml("t32", kvm / "hello32.elf", extra="<cpu mode='custom'><model>qemu64</model></cpu>")
+    (short_root / "t32.xml").write_text(xml.replace("<type arch='x86_64'>", "<type arch='i686'>"))
+    out, r = run(kvm, short_root, f"""
+        V define {short_root}/t32.xml
+        V dumpxml t32 | grep "<type "
+        V start t32
+        wait_state t32 "shut off (shutdown)"
+        echo "--- serial"; cat "$R/root/run/vireo/domains/t32.log"; echo "--- end"
+    """, unmodified=True)
+    assert section(out, "define " + f"{short_root}/t32.xml")[1] == 0, r.text()
+    assert "    <type arch='i686'>hvm</type>\n" in out, r.text()
+    assert section(out, "start t32") == ("Domain 't32' started\n\n", 0), r.text()
+    assert "reached: t32 shut off (shutdown)" in out, r.text()
+    serial = out.split("--- serial\n", 1)[1].split("--- end\n", 1)[0].replace("\r\n", "\n")
+    assert serial == ("Hello from the Vireo 32-bit test guest!\n"
+                      'hello32: entry=pvh32 mem=63 MiB cmdline=""\n'
+                      "hello32: cpuid 80000001: lm=0 syscall=0\n"
+                      "hello32: 32-bit protected mode, paging off, no long mode\n"), r.text()
 
 
 def test_kill9_daemon_reattach_with_real_vmm(kvm, short_root):

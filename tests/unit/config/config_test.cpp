@@ -85,6 +85,7 @@ TEST(Flags, ParseNetConsoleTransport) {
 VmConfig full_config() {
   VmConfig c;
   c.name = "vm1";
+  c.arch = cpu::Arch::I686;
   c.boot = {"/k", "/i", "console=ttyS0 quiet"};
   c.memory = parse_memory_spec("size=512M,hugepages=on,prealloc=on");
   c.cpus = 4;
@@ -113,6 +114,7 @@ TEST(VmConfig, JsonRoundTripIsExact) {
   EXPECT_EQ(j["nets"][0]["mac"], "52:54:00:00:00:01");
   EXPECT_FALSE(j["nets"][1].contains("mac"));
   EXPECT_EQ(j["cpu"], (json{{"mode", "custom"}, {"model", "qemu64"}}));
+  EXPECT_EQ(j["arch"], "i686");
   const VmConfig back = from_json(j, "t");
   EXPECT_EQ(to_json(back), j);
   // Defaults: only the kernel is required.
@@ -150,6 +152,8 @@ TEST(VmConfig, StrictJsonErrorsNameTheKey) {
   EXPECT_EQ(err(with("version", 2)), "vm.json: configuration version 2 is not supported (this vireo-vmm reads 1)");
   EXPECT_EQ(err(with("rng", "yes")), "vm.json: rng: expected true or false");
   EXPECT_EQ(err(with("name", "")), "vm.json: --name: must not be empty");
+  EXPECT_EQ(err(with("arch", "aarch64")), "vm.json: arch: unknown arch 'aarch64' (expected x86_64 or i686)");
+  EXPECT_EQ(err(with("arch", 32)), "vm.json: arch: expected a string");
 }
 
 TEST(VmConfig, FileLoadAndAtomicWrite) {
@@ -167,7 +171,7 @@ TEST(VmConfig, FlagsRebuildTheConfig) {
   c.serial = parse_serial_spec("unix=/tmp/s.sock");
   const auto f = to_flags(c);
   const std::vector<std::string> want = {
-      "--name", "vm1", "--kernel", "/k", "--initrd", "/i", "--cmdline", "console=ttyS0 quiet", "--memory",
+      "--name", "vm1", "--kernel", "/k", "--arch", "i686", "--initrd", "/i", "--cmdline", "console=ttyS0 quiet", "--memory",
       "size=512M,hugepages=on,prealloc=on", "--cpus", "4", "--cpu", "custom=qemu64", "--native", "off", "--serial",
       "unix=/tmp/s.sock", "--api-socket", "/run/vm1.api", "--boot-log", "/tmp/boot.log", "--disk",
       "path=/a.qcow2,format=qcow2,cache=none,serial=root,queues=2", "--disk", "path=/b.img,readonly=on,engine=threads",

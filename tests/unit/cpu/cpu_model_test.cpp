@@ -323,3 +323,38 @@ TEST(CpuModelCpuid, HypervisorLeaves) {
 }
 
 }  // namespace
+
+namespace {
+
+// An i686 VM: the same table minus long mode and SYSCALL (0x80000001 EDX bits 29 and 11), in every mode.
+TEST(CpuModelCpuid, I686HidesLongModeAndSyscall) {
+  const Table host = intel_host();
+  for (const char* spec : {"host-passthrough", "host-model", "custom=qemu64", "custom=Haswell"}) {
+    const Table t64 = build_cpuid(host, parse_cpu_spec(spec), 0, 2);
+    const Table t32 = build_cpuid(host, parse_cpu_spec(spec), 0, 2, Arch::I686);
+    EXPECT_TRUE(bit(get(t64, 0x80000001).edx, 29)) << spec;
+    EXPECT_TRUE(bit(get(t64, 0x80000001).edx, 11)) << spec;
+    EXPECT_FALSE(bit(get(t32, 0x80000001).edx, 29)) << spec;
+    EXPECT_FALSE(bit(get(t32, 0x80000001).edx, 11)) << spec;
+    EXPECT_EQ(get(t32, 0x80000001).edx, get(t64, 0x80000001).edx & ~((1u << 29) | (1u << 11))) << spec;
+    ASSERT_EQ(t32.size(), t64.size()) << spec;
+    for (size_t i = 0; i < t32.size(); ++i) {
+      if (t32[i].function == 0x80000001) continue;
+      EXPECT_EQ(std::memcmp(&t32[i], &t64[i], sizeof t32[i]), 0) << spec << " leaf " << std::hex << t32[i].function;
+    }
+  }
+  Table none = host;
+  std::erase_if(none, [](const kvm_cpuid_entry2& e) { return e.function == 0x80000001; });
+  hide_long_mode(none);  // no leaf: nothing to hide, no error
+  EXPECT_EQ(none.size(), host.size() - 1);
+}
+
+TEST(CpuModelSpec, ArchNames) {
+  EXPECT_EQ(parse_arch("x86_64", "a"), Arch::X86_64);
+  EXPECT_EQ(parse_arch("i686", "a"), Arch::I686);
+  EXPECT_STREQ(arch_name(Arch::I686), "i686");
+  EXPECT_STREQ(arch_name(Arch::X86_64), "x86_64");
+  EXPECT_EQ(error_of([] { parse_arch("i386", "os/type arch"); }), "os/type arch: unknown arch 'i386' (expected x86_64 or i686)");
+}
+
+}  // namespace

@@ -63,7 +63,7 @@ TEST_P(Golden, NormalizedXmlArgvAndReport) {
   EXPECT_EQ(again.unsupported, r.unsupported);
 }
 
-INSTANTIATE_TEST_SUITE_P(Domain, Golden, ::testing::Values("libvirt-kvm", "minimal", "units-cpu", "unsupported"));
+INSTANTIATE_TEST_SUITE_P(Domain, Golden, ::testing::Values("i686", "libvirt-kvm", "minimal", "units-cpu", "unsupported"));
 
 TEST(DomainXml, LibvirtExampleModel) {
   ParseResult r = parse_domain_xml(slurp(kGolden + "libvirt-kvm.xml"));
@@ -168,6 +168,8 @@ INSTANTIATE_TEST_SUITE_P(
                 "on_crash: unsupported value 'explode' (expected one of: destroy, restart, preserve, rename-restart, "
                 "coredump-destroy, coredump-restart)"},
         BadCase{DOM("<memory>1</memory><os><type>xen</type></os>"), "os/type: unsupported OS type 'xen' (expected hvm)"},
+        BadCase{DOM("<memory>1</memory><os><type arch='aarch64'>hvm</type></os>"),
+                "os/type: unsupported arch 'aarch64' (expected x86_64 or i686)"},
         BadCase{DOM("<memory>1</memory><cpu mode='fast'/>"),
                 "cpu mode: unsupported value 'fast' (expected one of: custom, host-model, host-passthrough, maximum)"},
         BadCase{DOM("<memory>1</memory><vcpu>2</vcpu><cpu mode='host-model'><topology sockets='2' cores='2'/></cpu>"),

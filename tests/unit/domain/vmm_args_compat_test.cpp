@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <dirent.h>
+#include <unistd.h>
 
 #include <fstream>
 #include <sstream>
@@ -41,8 +42,11 @@ std::string host_kernel() {
 class Compat : public ::testing::TestWithParam<std::string> {};
 
 TEST_P(Compat, GoldenArgvParsesInVireoVmm) {
-  const std::string kernel = host_kernel();
+  // An i686 domain needs a kernel with a 32-bit entry (the host's bzImage is 64-bit): the 32-bit test guest.
+  const bool i686 = GetParam() == "i686";
+  const std::string kernel = i686 ? std::string(VIREO_BUILD_DIR) + "/tests/guests/hello32.elf" : host_kernel();
   if (kernel.empty()) GTEST_SKIP() << "no /boot/vmlinuz-* to stand in for the guest kernel";
+  ASSERT_EQ(::access(kernel.c_str(), R_OK), 0) << kernel << " missing";
   auto parsed = vireo::domain::parse_domain_xml(slurp(kGolden + GetParam() + ".xml"));
   std::vector<std::string> a = vireo::domain::vmm_args(parsed.def, {"/tmp/vireo-compat.api", "stdio"});
   size_t nets = 0, disks = 0;
@@ -82,7 +86,7 @@ TEST_P(Compat, GoldenArgvParsesInVireoVmm) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(Domain, Compat, ::testing::Values("libvirt-kvm", "minimal", "units-cpu", "unsupported"));
+INSTANTIATE_TEST_SUITE_P(Domain, Compat, ::testing::Values("i686", "libvirt-kvm", "minimal", "units-cpu", "unsupported"));
 
 TEST(Compat, DiskKeysVireoVmmLacksAreNotPassed) {
   auto parsed = vireo::domain::parse_domain_xml(

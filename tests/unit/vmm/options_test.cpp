@@ -6,6 +6,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <string>
 #include <vector>
 
@@ -156,6 +157,37 @@ TEST_F(Options, TruncatedBzImageIsRejected) {
   }
   const std::string e = parse_error({"--kernel", t});
   EXPECT_NE(e.find("truncated"), std::string::npos) << e;
+}
+
+// --arch i686: the 32-bit guest (ELF32, PVH note) and the test guests (PVH note) are accepted; kernels that need
+// long mode are refused before /dev/kvm is opened, with one line.
+TEST_F(Options, ArchI686) {
+  const std::string g = guest();
+  const std::string g32 = std::string(VIREO_BUILD_DIR) + "/tests/guests/hello32.elf";
+  const char* a1[] = {"vireo-vmm", "--arch", "i686", "--kernel", g32.c_str()};
+  auto r = parse_options(5, a1);
+  ASSERT_TRUE(r.launch.has_value());
+  EXPECT_EQ(r.launch->config.arch, cpu::Arch::I686);
+  const char* a2[] = {"vireo-vmm", "--kernel", g.c_str()};
+  EXPECT_EQ(parse_options(3, a2).launch->config.arch, cpu::Arch::X86_64);
+  EXPECT_EQ(parse_error({"--arch", "i686", "--kernel", g}), "");  // PVH note: entered in 32-bit mode
+  EXPECT_EQ(parse_error({"--arch", "i386", "--kernel", g}), "--arch: unknown arch 'i386' (expected x86_64 or i686)");
+
+  // hello.elf without its PVH note: a 64-bit-only ELF.
+  std::string bytes;
+  {
+    std::ifstream in(g, std::ios::binary);
+    bytes.assign(std::istreambuf_iterator<char>(in), {});
+  }
+  const auto at = bytes.find(std::string("Xen\0", 4));
+  ASSERT_NE(at, std::string::npos);
+  bytes[at] = 'N';  // "Nen": no longer Xen's PHYS32_ENTRY note
+  const std::string t = ::testing::TempDir() + "/hello-no-pvh.elf";
+  std::ofstream(t, std::ios::binary) << bytes;
+  EXPECT_EQ(parse_error({"--kernel", t}), "");
+  EXPECT_EQ(parse_error({"--arch", "i686", "--kernel", t}),
+            "kernel " + t + ": a 64-bit ELF kernel without a PVH entry note cannot run on an i686 VM (its CPU has no long mode)");
+  std::filesystem::remove(t);
 }
 
 // --config FILE: the JSON file is the configuration; flags given as well override it.
