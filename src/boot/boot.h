@@ -18,7 +18,8 @@
 //                    acpi::write_tables: RSDP, FACS, DSDT, FADT, MADT, MCFG with a PCI root, XSDT, RSDT)
 // Kernels and test guests load at >= 1 MiB; initrd goes as high as allowed in low RAM.
 //
-// Kernel kinds: a file starting with the ELF magic is an ELF64 x86-64 executable. If it carries a "Vireo"
+// Kernel kinds: a file starting with the ELF magic is an ELF64 x86-64 executable (or an ELF32 i386 one,
+// which must have a PVH note). If it carries a "Vireo"
 // ELF note (type 1, VIREO_ELFNOTE_TEST_GUEST) it is a test guest even if it also has a PVH note (test guests
 // carry both, so QEMU boots the same file through PVH); else a Xen PHYS32_ENTRY note (type 18) makes it a
 // PVH kernel; else it is a test guest. Anything else must be a bzImage (0xAA55 + "HdrS").

@@ -109,7 +109,7 @@ void Machine::restore_snapshot(const RestoreSpec& spec) {
   for (uint32_t i = 0; i < cfg_.cpus; ++i) {
     auto slot = std::make_unique<VcpuSlot>();
     slot->vcpu = std::make_unique<kvm::Vcpu>(kvm_, *vm_, i);
-    slot->vcpu->set_cpuid(cpu::build_cpuid(supported, cfg_.cpu, i, cfg_.cpus));
+    slot->vcpu->set_cpuid(cpu::build_cpuid(supported, cfg_.cpu, i, cfg_.cpus, cfg_.arch));  // i686: no LM again
     try {
       kvm::restore_vcpu(*slot->vcpu, states[i]);
     } catch (const Error& e) {
