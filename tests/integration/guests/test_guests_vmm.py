@@ -142,12 +142,14 @@ def test_smp_every_vcpu_checks_in(runs, name, n):
 def test_meminfo_matches_the_vmm_e820(runs):
     rc, lines, log = _get(runs, "meminfo")
     assert rc == 0, log
-    assert lines[0] == "meminfo: mem_size=0x8000000 (128 MiB) e820_count=4", log
-    assert lines[1:5] == [
+    assert lines[0] == "meminfo: mem_size=0x8000000 (128 MiB) e820_count=5", log
+    assert lines[1:6] == [
         "e820[0]: addr=0x0000000000000000 size=0x000000000009fc00 type=1",
         "e820[1]: addr=0x000000000009fc00 size=0x0000000000000400 type=2",
         "e820[2]: addr=0x00000000000f0000 size=0x0000000000010000 type=2",
         "e820[3]: addr=0x0000000000100000 size=0x0000000007f00000 type=1",
+        # the PCI root's ECAM (default --transport pci), reserved so Linux uses the MCFG (docs/acpi.md)
+        "e820[4]: addr=0x00000000e0000000 size=0x0000000000100000 type=2",
     ], log
     assert lines[-1] == "meminfo: probe ok", log
 
